@@ -1,0 +1,110 @@
+"""The per-request :class:`Context` and :func:`get_context`.
+
+One Context exists per request. It is reachable from a :class:`contextvars.ContextVar`, so
+concurrent requests never see each other's, and it is injected into any tool, hook or prompt
+parameter named ``context``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+_current_context: ContextVar[Context | None] = ContextVar("robutler_context", default=None)
+
+
+def get_context() -> Context | None:
+    """The Context of the request being served in this task, or ``None`` outside a request."""
+    return _current_context.get()
+
+
+@dataclass
+class UsageRecord:
+    """One usage record: ``credits`` (a number in the agent's billing unit) and why.
+
+    ``kind`` is free-form (``"llm"``, ``"tool"``, ...); ``metadata`` holds e.g. token counts.
+    """
+
+    credits: float
+    reason: str
+    kind: str = "custom"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass
+class Context:
+    """Everything about one request: what was asked, who asked, what the agent can do.
+
+    Attributes:
+        agent: the :class:`~robutler_core.Agent` serving the request.
+        messages: the request's messages, in OpenAI's chat format (list of dicts).
+        stream: whether the client asked for a streamed answer.
+        tools: the request's external tools (OpenAI ``tools`` entries), run by the client.
+        params: other request parameters passed to the model (``temperature``, ...).
+        auth_scope: the caller's scope (``"all"`` until a hook sets it).
+        peer_user_id: the caller's identity, when an auth hook established it.
+        payment_token: the caller's payment token, when one came with the request.
+        completion_id: the ``id`` of the ``chat.completion`` being produced.
+        usage_records: :class:`UsageRecord` entries added with :meth:`track_usage`.
+    """
+
+    agent: Agent
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    auth_scope: str = "all"
+    peer_user_id: str | None = None
+    payment_token: str | None = None
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    usage_records: list[UsageRecord] = field(default_factory=list)
+    _store: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- custom data -------------------------------------------------------------------------
+    _ATTRIBUTES = ("auth_scope", "peer_user_id", "payment_token")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read custom data set with :meth:`set` (``auth_scope`` & co. read the attribute)."""
+        if key in self._ATTRIBUTES:
+            return getattr(self, key)
+        return self._store.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Store custom data for the rest of the request (``auth_scope`` & co. set the attribute)."""
+        if key in self._ATTRIBUTES:
+            setattr(self, key, value)
+        else:
+            self._store[key] = value
+
+    # -- usage -------------------------------------------------------------------------------
+    def track_usage(
+        self,
+        credits: float,
+        reason: str,
+        kind: str = "custom",
+        metadata: dict[str, Any] | None = None,
+    ) -> UsageRecord:
+        """Record usage for billing; ``finalize_connection`` hooks read :attr:`usage_records`."""
+        record = UsageRecord(credits=credits, reason=reason, kind=kind, metadata=metadata or {})
+        self.usage_records.append(record)
+        return record
+
+    # -- agent capabilities ------------------------------------------------------------------
+    @property
+    def agent_skills(self) -> dict[str, Any]:
+        """The agent's skills by name."""
+        return dict(self.agent.skills)
+
+    @property
+    def agent_tools(self) -> list[Any]:
+        """The agent's server-side tools that the caller's scope admits."""
+        return self.agent.tools_for_scope(self.auth_scope)

@@ -1,0 +1,145 @@
+"""Errors of Robutler, each mapped to an HTTP status and an OpenAI error envelope.
+
+The server turns any :class:`RobutlerError` into OpenAI's error body
+``{"error": {"message", "type", "param", "code"}}`` with :attr:`RobutlerError.status_code`
+as the HTTP status (see https://platform.openai.com/docs/guides/error-codes). Guarding hooks
+(``on_connection``, ``before_*``) raise these to end a request; LLM skills raise the
+``Upstream*`` family for provider failures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RobutlerError(Exception):
+    """Base error: ``status_code`` (HTTP), ``type`` and ``code`` (OpenAI's error fields)."""
+
+    status_code: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigurationError(RobutlerError):
+    """An agent, skill or plugin is configured wrongly (raised at start-up, not per request)."""
+
+    type = "configuration_error"
+
+
+class BadRequestError(RobutlerError):
+    """400: the request is malformed or names something that does not exist in it."""
+
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(RobutlerError):
+    """401: the caller is not authenticated."""
+
+    status_code = 401
+    type = "authentication_error"
+
+
+class PaymentRequiredError(RobutlerError):
+    """402: the caller cannot pay for the request."""
+
+    status_code = 402
+    type = "payment_required"
+    code = "insufficient_funds"
+
+
+class PermissionDeniedError(RobutlerError):
+    """403: the caller's scope does not allow this."""
+
+    status_code = 403
+    type = "permission_error"
+
+
+class NotFoundError(RobutlerError):
+    """404: unknown agent, model or route."""
+
+    status_code = 404
+    type = "not_found_error"
+
+
+class RateLimitError(RobutlerError):
+    """429: too many requests; ``retry_after`` in seconds when known."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class UpstreamError(RobutlerError):
+    """502: the LLM provider (or another upstream) failed."""
+
+    status_code = 502
+    type = "upstream_error"
+
+
+class ServiceUnavailableError(UpstreamError):
+    """503: the upstream is overloaded or down."""
+
+    status_code = 503
+    type = "service_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """504: the upstream did not answer in time."""
+
+    status_code = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class MaxTurnsExceeded(RobutlerError):
+    """500: the tool loop reached the agent's ``max_turns`` without a final answer."""
+
+    code = "max_turns_exceeded"
+
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "MaxTurnsExceeded",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RobutlerError",
+    "ServiceUnavailableError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+]

@@ -1,0 +1,84 @@
+"""Robutler's hookspecs: plugin discovery (per process) and the request lifecycle (per agent).
+
+Plugin authors import :data:`hookimpl` (or use ``@hook``) from ``robutler_core``, never pluggy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    from .context import Context
+
+hookspec = HookspecMarker("robutler")
+hookimpl = HookimplMarker("robutler")
+
+
+class DiscoverySpecs:
+    """Hooks a plugin distribution implements to add to Robutler."""
+
+    @hookspec
+    def register_skills(self, register: Callable[..., None]) -> None:
+        """Register skill classes: call ``register(SkillClass, name="weather")`` for each."""
+
+
+class LifecycleSpecs:
+    """Request lifecycle events; a skill's ``@hook(event)`` method implements one.
+
+    Each hook may be sync or async. A hook's return value replaces the event's payload
+    (``message``, ``chunk``, ``tool_call``, ``result``) when it is not ``None``; returning
+    ``None`` (or the context) keeps it.
+    """
+
+    @hookspec
+    def on_connection(self, context: Context) -> None:
+        """Once per request, before the model is called: auth, limits, input checks."""
+
+    @hookspec
+    def on_message(self, context: Context, message: dict[str, Any]) -> Any:
+        """Each complete message: incoming ones at the start, the assistant's at the end."""
+
+    @hookspec
+    def on_chunk(self, context: Context, chunk: dict[str, Any]) -> Any:
+        """Each ``chat.completion.chunk`` before it is sent to the client."""
+
+    @hookspec
+    def before_toolcall(self, context: Context, tool_call: dict[str, Any]) -> Any:
+        """Before a server-side tool call runs; may rewrite the call or raise to block it."""
+
+    @hookspec
+    def after_toolcall(self, context: Context, tool_call: dict[str, Any], result: str) -> Any:
+        """After a server-side tool call ran; may rewrite its result (a string)."""
+
+    @hookspec
+    def before_handoff(self, context: Context, handoff: dict[str, Any]) -> Any:
+        """Before control passes to another agent or model."""
+
+    @hookspec
+    def after_handoff(self, context: Context, handoff: dict[str, Any], result: Any) -> Any:
+        """After a handoff returned."""
+
+    @hookspec
+    def finalize_connection(self, context: Context) -> None:
+        """Once per request, always (success, error or disconnect): billing, cleanup."""
+
+
+LIFECYCLE_EVENTS: tuple[str, ...] = (
+    "on_connection",
+    "on_message",
+    "on_chunk",
+    "before_toolcall",
+    "after_toolcall",
+    "before_handoff",
+    "after_handoff",
+    "finalize_connection",
+)
+"""Every lifecycle event, in the order they first fire in a request."""
+
+OBSERVING_EVENTS = frozenset({"after_toolcall", "after_handoff", "finalize_connection"})
+"""Events whose hooks only observe: an exception is logged and never loses the response.
+
+Every other event fails closed: its hook's exception ends the request with the mapped error.
+"""

@@ -1,0 +1,126 @@
+"""The agent's lifecycle plugin manager and the dispatch of hooks by priority and scope.
+
+pluggy has no async and no numeric priority, so dispatch is done here: take the event's
+hookimpls, keep those whose scope admits the caller, sort by priority (lower first, stable in
+registration order), call each with the arguments it names, and await what is awaitable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+from .context import Context
+from .decorators import DEFAULT_PRIORITY, HOOK_MARKER
+from .errors import ConfigurationError
+from .hookspecs import LIFECYCLE_EVENTS, OBSERVING_EVENTS, LifecycleSpecs
+from .scopes import Scope, normalize_scope, scope_admits
+
+logger = logging.getLogger("robutler_core.lifecycle")
+
+_IMPL_OPTS = {
+    "wrapper": False,
+    "hookwrapper": False,
+    "optionalhook": False,
+    "tryfirst": False,
+    "trylast": False,
+}
+
+
+class RuntimeHook:
+    """A hook added with ``register_hook``: one handler for one event, as a pluggy plugin."""
+
+    def __init__(
+        self, event: str, handler: Callable[..., Any], priority: int, scope: Scope, owner: Any
+    ) -> None:
+        self.event = event
+        self.handler = handler
+        self.priority = priority
+        self.scope = normalize_scope(scope)
+        self.owner = owner
+
+
+class LifecyclePluginManager(pluggy.PluginManager):
+    """One per agent: its skills (and runtime hooks) are the plugins, events the hookspecs."""
+
+    def __init__(self) -> None:
+        super().__init__("robutler")
+        self.add_hookspecs(LifecycleSpecs)
+        self._lock = threading.Lock()
+        self._order = itertools.count()
+        self._sequence: dict[int, int] = {}
+        self._sorted: dict[str, list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]] = {}
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if isinstance(plugin, RuntimeHook):
+            return {**_IMPL_OPTS, "specname": plugin.event} if name == "handler" else None
+        return super().parse_hookimpl_opts(plugin, name)
+
+    def add(self, plugin: Any, name: str) -> None:
+        """Register a plugin; an unknown event or argument fails with ConfigurationError."""
+        with self._lock:
+            try:
+                self.register(plugin, name=name)
+                self.check_pending()
+            except pluggy.PluginValidationError as exc:
+                if self.is_registered(plugin):
+                    self.unregister(plugin)
+                raise ConfigurationError(
+                    f"{name}: {exc}; lifecycle events are: {', '.join(LIFECYCLE_EVENTS)}"
+                ) from None
+            self._sequence[id(plugin)] = next(self._order)
+            self._sorted = {}
+
+    def hookimpls(self, event: str) -> list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]:
+        """The event's (hookimpl, priority, scope), sorted by priority then registration."""
+        cached = self._sorted.get(event)
+        if cached is not None:
+            return cached
+        with self._lock:
+            impls = [(impl, *_impl_options(impl)) for impl in getattr(self.hook, event).get_hookimpls()]
+            impls.sort(key=lambda entry: (entry[1], self._sequence.get(id(entry[0].plugin), 0)))
+            self._sorted[event] = impls
+            return impls
+
+    async def dispatch(self, event: str, context: Context, **payload: Any) -> Any:
+        """Run the event's hooks for ``context``; returns the (possibly replaced) payload.
+
+        ``payload`` holds at most one replaceable value first (``message``, ``chunk``,
+        ``tool_call``, ``result``), which a hook replaces by returning something other than
+        ``None`` or the context. Hooks of observing events log their exceptions; others raise.
+        """
+        replaceable = next(reversed(payload)) if payload else None
+        for impl, _priority, scope in self.hookimpls(event):
+            if not scope_admits(scope, context.auth_scope):
+                continue
+            arguments = {"context": context, **payload}
+            try:
+                result = impl.function(*[arguments[name] for name in impl.argnames])
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception:
+                if event not in OBSERVING_EVENTS:
+                    raise
+                logger.exception("%s hook %s of %s failed", event, impl.function, impl.plugin_name)
+                continue
+            if replaceable is not None and result is not None and result is not context:
+                payload[replaceable] = result
+        return payload.get(replaceable) if replaceable is not None else None
+
+
+def _impl_options(impl: pluggy.HookImpl) -> tuple[int, frozenset[str] | None]:
+    plugin = impl.plugin
+    if isinstance(plugin, RuntimeHook):
+        return plugin.priority, plugin.scope
+    options = getattr(impl.function, HOOK_MARKER, None) or {}
+    scope = options.get("scope")
+    return (
+        options.get("priority", DEFAULT_PRIORITY),
+        normalize_scope(scope) if scope is not None else getattr(plugin, "scope", None),
+    )

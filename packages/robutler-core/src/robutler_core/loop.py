@@ -1,0 +1,243 @@
+"""The tool loop behind ``Agent.run`` and ``Agent.run_streaming``.
+
+Per request: ``on_connection``, ``on_message`` for each incoming message, then model turns.
+A turn's server-side tool calls run concurrently, their results go back to the model, and the
+next turn starts. The loop ends when a turn asks for no tool (the answer), when a turn asks
+for an external tool (its calls go back to the client with ``finish_reason: "tool_calls"``), or
+at ``max_turns``. Then ``on_message`` for the assistant message, and ``finalize_connection``
+always.
+
+Mixed turns: when one turn asks for server-side and external tools, the server-side calls run
+first, and their results stay in this request; the response carries only the external calls,
+so the client's history stays a valid OpenAI conversation (every ``tool_call_id`` it holds is
+one the client answers). The text of every turn of a request is concatenated into the answer,
+streamed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .context import Context
+from .errors import BadRequestError, ConfigurationError, MaxTurnsExceeded
+from .tools import Tool, ToolArgumentsError, tool_result_text
+from .wire import ChunkAssembler, add_usage, chat_completion, chat_completion_chunk, empty_usage
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .skill import LLMSkill
+
+logger = logging.getLogger("robutler_core.loop")
+
+Emit = Callable[[dict[str, Any]], None]
+
+# Request parameters the loop handles itself rather than passing to the model.
+_LOOP_PARAMS = frozenset({"stream", "stream_options", "model", "messages", "tools"})
+
+
+class ToolLoop:
+    """Runs requests for one agent; ``emit`` set means streaming."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def serve(self, context: Context, emit: Emit | None) -> dict[str, Any]:
+        """Run the whole request lifecycle; returns the final ``chat.completion``."""
+        agent = self.agent
+        try:
+            await agent.dispatch("on_connection", context)
+            for i, message in enumerate(context.messages):
+                context.messages[i] = await agent.dispatch("on_message", context, message=message)
+            return await self._run_turns(context, emit)
+        finally:
+            await agent.dispatch("finalize_connection", context)
+
+    async def _run_turns(self, context: Context, emit: Emit | None) -> dict[str, Any]:
+        agent = self.agent
+        llm = agent.llm
+        if llm is None:
+            raise ConfigurationError(f"agent '{agent.name}' has no model: set model= or add an LLM skill")
+        server_tools = {t.name: t for t in agent.tools_for_scope(context.auth_scope)}
+        external = _external_tool_names(context.tools, server_tools)
+        tool_defs = [t.definition() for t in server_tools.values()] + context.tools
+        params = {k: v for k, v in context.params.items() if k not in _LOOP_PARAMS and v is not None}
+        system = await agent.system_prompt(context)
+        messages = ([{"role": "system", "content": system}] if system else []) + context.messages
+
+        stream = _Stream(context, emit) if emit is not None else None
+        if stream is not None:
+            await stream.send({"role": "assistant", "content": ""})
+        usage = empty_usage()
+        texts: list[str] = []
+        client_calls: list[dict[str, Any]] = []
+        for _turn in range(agent.max_turns):
+            if stream is not None:
+                message, finish_reason, turn_usage = await stream.model_turn(
+                    llm, messages, tool_defs, params, external
+                )
+            else:
+                message, finish_reason, turn_usage = await _model_turn(llm, messages, tool_defs, params)
+            add_usage(usage, turn_usage)
+            _record_usage(context, llm, turn_usage)
+            if message.get("content"):
+                texts.append(message["content"])
+            calls = message.get("tool_calls") or []
+            if not calls:
+                break
+            client_calls = [c for c in calls if c["function"]["name"] in external]
+            server_calls = [c for c in calls if c["function"]["name"] not in external]
+            if server_calls:
+                results = await asyncio.gather(
+                    *(self._run_tool_call(context, call, server_tools) for call in server_calls)
+                )
+                messages.append(
+                    {"role": "assistant", "content": message.get("content"), "tool_calls": server_calls}
+                )
+                messages.extend(results)
+            if client_calls:
+                finish_reason = "tool_calls"
+                break
+        else:
+            raise MaxTurnsExceeded(
+                f"agent '{agent.name}' made {agent.max_turns} model calls without a final answer "
+                "(max_turns); the tools may be looping"
+            )
+
+        answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+        if client_calls:
+            answer["tool_calls"] = client_calls
+        else:
+            finish_reason = finish_reason if finish_reason != "tool_calls" else "stop"
+            if answer["content"] is None:
+                answer["content"] = ""
+        answer = await agent.dispatch("on_message", context, message=answer)
+        if stream is not None:
+            await stream.finish(finish_reason, usage)
+        return chat_completion(
+            model=agent.name, message=answer, finish_reason=finish_reason, usage=usage,
+            completion_id=context.completion_id, created=context.created,
+        )
+
+    async def _run_tool_call(
+        self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool]
+    ) -> dict[str, Any]:
+        """Run one server-side call; any failure becomes the tool's result, for the model."""
+        agent = self.agent
+        call = await agent.dispatch("before_toolcall", context, tool_call=call)
+        name = call["function"]["name"]
+        tool = server_tools.get(name)
+        if tool is None:
+            result = f"Error: there is no tool named '{name}'; available tools: " + (
+                ", ".join(sorted(server_tools)) or "none"
+            )
+        else:
+            try:
+                result = tool_result_text(await tool.invoke(call["function"].get("arguments"), context))
+            except ToolArgumentsError as exc:
+                result = f"Error: {exc}"
+            except Exception as exc:
+                logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
+                result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
+        result = await agent.dispatch("after_toolcall", context, tool_call=call, result=result)
+        return {"role": "tool", "tool_call_id": call["id"], "content": tool_result_text(result)}
+
+
+async def _model_turn(
+    llm: LLMSkill, messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]], params: dict[str, Any]
+) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    completion = await llm.chat_completion(messages, tools=tool_defs or None, **params)
+    choice = completion["choices"][0]
+    return choice["message"], choice.get("finish_reason") or "stop", completion.get("usage")
+
+
+class _Stream:
+    """Streaming side of the loop: forwards content and external tool-call deltas."""
+
+    def __init__(self, context: Context, emit: Emit) -> None:
+        self.context = context
+        self.emit = emit
+        options = context.params.get("stream_options") or {}
+        self.include_usage = bool(options.get("include_usage"))
+        self.external_index: dict[int, int] = {}
+
+    def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: Any = None) -> dict[str, Any]:
+        ctx = self.context
+        return chat_completion_chunk(
+            model=ctx.agent.name, delta=delta, finish_reason=finish_reason,
+            completion_id=ctx.completion_id, created=ctx.created, usage=usage,
+        )
+
+    async def send(self, delta: dict[str, Any], finish_reason: str | None = None) -> None:
+        chunk = await self.context.agent.dispatch("on_chunk", self.context, chunk=self._chunk(delta, finish_reason))
+        self.emit(chunk)
+
+    async def model_turn(
+        self,
+        llm: LLMSkill,
+        messages: list[dict[str, Any]],
+        tool_defs: list[dict[str, Any]],
+        params: dict[str, Any],
+        external: set[str],
+    ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        assembler = ChunkAssembler()
+        self.external_index = {}
+        stream_params = {**params, "stream_options": {"include_usage": True}}
+        async for chunk in llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params):
+            assembler.add(chunk)
+            for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) == 0:
+                    delta = self._forwarded_delta(choice.get("delta") or {}, assembler, external)
+                    if delta:
+                        await self.send(delta)
+        message = assembler.message()
+        return message, assembler.finish_reason or "stop", assembler.usage
+
+    def _forwarded_delta(
+        self, delta: dict[str, Any], assembler: ChunkAssembler, external: set[str]
+    ) -> dict[str, Any]:
+        """The part of a model delta the client sees: text, and external tool-call fragments."""
+        out: dict[str, Any] = {}
+        if delta.get("content"):
+            out["content"] = delta["content"]
+        fragments = []
+        for fragment in delta.get("tool_calls") or []:
+            index = fragment.get("index", 0)
+            if assembler.tool_call_name(index) not in external:
+                continue
+            position = self.external_index.setdefault(index, len(self.external_index))
+            fragments.append({**fragment, "index": position})
+        if fragments:
+            out["tool_calls"] = fragments
+        return out
+
+    async def finish(self, finish_reason: str, usage: dict[str, int]) -> None:
+        await self.send({}, finish_reason)
+        if self.include_usage:
+            self.emit(self._chunk(None, usage=usage))
+
+
+def _external_tool_names(tools: list[dict[str, Any]], server_tools: dict[str, Tool]) -> set[str]:
+    names = set()
+    for i, definition in enumerate(tools):
+        function = definition.get("function") if isinstance(definition, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not name:
+            raise BadRequestError(f"tools[{i}] has no function name", param=f"tools.{i}.function.name")
+        if name in server_tools:
+            raise BadRequestError(
+                f"tools[{i}]: '{name}' is the name of one of the agent's own tools; rename it",
+                param=f"tools.{i}.function.name",
+            )
+        names.add(name)
+    return names
+
+
+def _record_usage(context: Context, llm: LLMSkill, usage: dict[str, Any] | None) -> None:
+    if usage:
+        context.track_usage(
+            0, f"model call to {llm.model or type(llm).__name__}", kind="llm",
+            metadata={k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        )

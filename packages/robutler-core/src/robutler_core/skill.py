@@ -1,0 +1,115 @@
+"""The :class:`Skill` base class and :class:`LLMSkill`, the interface of model providers."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .context import Context, get_context
+from .decorators import DEFAULT_PRIORITY
+from .scopes import Scope, normalize_scope
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+
+class Skill:
+    """A bundle of tools, hooks and prompts that an agent is built from.
+
+    Subclass it, decorate methods with ``@tool``, ``@hook`` and ``@prompt``, and pass an
+    instance to ``Agent(skills={"name": MySkill(config)})``. Give each agent its own instance.
+
+    Args:
+        config: the skill's settings (from code or from the ``skills:`` mapping of an agents
+            file).
+        scope: default scope of the skill's tools, hooks and prompts that do not set one.
+        dependencies: names of other registered skills this one needs; the agent adds missing
+            ones with their default config.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        scope: Scope = "all",
+        dependencies: list[str] | None = None,
+    ) -> None:
+        self.config: dict[str, Any] = dict(config or {})
+        self.scope = normalize_scope(scope)
+        self.dependencies: list[str] = list(dependencies or [])
+        self.skill_name = type(self).__name__
+        self.agent: Agent | None = None
+
+    async def initialize(self, agent: Agent) -> None:
+        """Called once per agent before its first request; set up connections here."""
+
+    def get_context(self) -> Context | None:
+        """The current request's Context (``None`` outside a request)."""
+        return get_context()
+
+    def register_tool(self, func: Callable[..., Any], scope: Scope = None) -> None:
+        """Add a tool to this skill's agent at run time (visible from the next model turn)."""
+        self._require_agent().register_tool(func, scope=scope, source=self)
+
+    def register_hook(
+        self,
+        event: str,
+        handler: Callable[..., Any],
+        priority: int = DEFAULT_PRIORITY,
+        scope: Scope = None,
+    ) -> None:
+        """Add a lifecycle hook to this skill's agent at run time."""
+        self._require_agent().register_hook(
+            event, handler, priority=priority, scope=scope, source=self
+        )
+
+    def _require_agent(self) -> Agent:
+        if self.agent is None:
+            raise RuntimeError(f"{self.skill_name} is not part of an agent yet")
+        return self.agent
+
+
+class LLMSkill(Skill, abc.ABC):
+    """A skill that serves models: the interface between the agent loop and a provider.
+
+    Class attributes:
+        model_prefixes: the ``provider`` parts of ``"provider/model"`` this skill serves.
+        fallback_prefixes: prefixes it serves only when no installed skill lists them in
+            ``model_prefixes`` (LiteLLM serves ``openai/`` when no native OpenAI skill is
+            installed).
+
+    ``config["model"]`` is the provider's own model name (the part after the prefix).
+    """
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ()
+    fallback_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def model(self) -> str | None:
+        """The provider's model name this instance calls."""
+        return self.config.get("model")
+
+    @classmethod
+    def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
+        """Config for ``"{prefix}/{model}"``: by default ``{"model": model}``."""
+        return {"model": model}
+
+    @abc.abstractmethod
+    async def chat_completion(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """One model call; returns a ``chat.completion`` dict in OpenAI's format.
+
+        ``params`` are OpenAI request parameters (``temperature``, ``max_tokens``,
+        ``tool_choice``, ...). Raises :mod:`robutler_core.errors` for provider failures.
+        """
+
+    @abc.abstractmethod
+    def chat_completion_stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One streamed model call; yields ``chat.completion.chunk`` dicts.
+
+        Tool calls arrive as ``delta.tool_calls`` fragments; the last chunk carries ``usage``
+        when the provider reports it.
+        """

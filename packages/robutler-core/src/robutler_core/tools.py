@@ -1,0 +1,179 @@
+"""Server-side tools: JSON schema from a function's signature, validated invocation.
+
+A :class:`Tool` wraps a sync or async function. Its ``parameters`` are a JSON schema built with
+pydantic from the type hints (``Optional``, ``list[T]``, ``Literal``, ``Enum``, defaults,
+nested pydantic models), with descriptions taken from the docstring (Google, reST or numpydoc,
+parsed by ``docstring_parser``). A parameter named ``context`` receives the request's
+:class:`~robutler_core.Context` and is left out of the schema. The wire format is OpenAI's
+``{"type": "function", "function": {"name", "description", "parameters"}}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+import docstring_parser
+import pydantic
+import pydantic_core
+
+from .scopes import Scope, normalize_scope
+
+TOOL_MARKER = "_robutler_tool"
+"""Attribute ``@tool`` sets on a function: a dict of its options (name, description, scope)."""
+
+
+class ToolArgumentsError(ValueError):
+    """The model's arguments for a tool are not valid JSON or do not match its schema."""
+
+
+class Tool:
+    """A callable the model can ask for, with its OpenAI function definition.
+
+    Args:
+        func: the function (a bound method for skill tools); sync or async.
+        name: the tool's name on the wire; defaults to the function's name.
+        description: defaults to the docstring's summary and body.
+        scope: who may see and run it (see :mod:`robutler_core.scopes`).
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        scope: Scope = None,
+    ) -> None:
+        self.func = func
+        self.name = name or func.__name__
+        self.scope = normalize_scope(scope)
+        doc = docstring_parser.parse(inspect.getdoc(func) or "")
+        summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
+        self.description = description or summary or self.name
+        self.takes_context, self._arguments_model = _arguments_model(func, self.name, doc)
+        self.parameters = _parameters_schema(self._arguments_model)
+
+    @classmethod
+    def from_function(cls, func: Callable[..., Any]) -> Tool:
+        """Build a Tool from a function, honouring the options ``@tool`` stored on it."""
+        options = getattr(func, TOOL_MARKER, {})
+        return cls(func, **options)
+
+    def definition(self) -> dict[str, Any]:
+        """The tool in OpenAI's ``tools`` format."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def validate_arguments(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """Parse and validate the model's arguments (a JSON string or a dict).
+
+        Raises :class:`ToolArgumentsError` naming each bad field.
+        """
+        if arguments is None or arguments == "":
+            arguments = {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentsError(
+                    f"arguments for tool '{self.name}' are not valid JSON: {exc}"
+                ) from None
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError(
+                f"arguments for tool '{self.name}' must be a JSON object, "
+                f"got {type(arguments).__name__}"
+            )
+        try:
+            validated = self._arguments_model.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ToolArgumentsError(
+                f"invalid arguments for tool '{self.name}': {problems}"
+            ) from None
+        return {field: getattr(validated, field) for field in type(validated).model_fields}
+
+    async def invoke(self, arguments: str | dict[str, Any] | None, context: Any = None) -> Any:
+        """Validate ``arguments`` and call the function; awaits it when it is async.
+
+        Sync functions run in the event loop's thread: keep them quick or make them async.
+        """
+        kwargs = self.validate_arguments(arguments)
+        if self.takes_context:
+            kwargs["context"] = context
+        result = self.func(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+def tool_result_text(result: Any) -> str:
+    """A tool's return value as the ``content`` of a ``role: "tool"`` message (JSON if not str)."""
+    if isinstance(result, str):
+        return result
+    return pydantic_core.to_json(result, fallback=str).decode()
+
+
+def _arguments_model(
+    func: Callable[..., Any], name: str, doc: docstring_parser.Docstring
+) -> tuple[bool, type[pydantic.BaseModel]]:
+    descriptions = {p.arg_name: p.description for p in doc.params if p.description}
+    fields: dict[str, Any] = {}
+    takes_context = False
+    for param in inspect.signature(func).parameters.values():
+        if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name == "context":
+            takes_context = True
+            continue
+        annotation = _resolve_annotation(func, name, param)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (
+            annotation,
+            pydantic.Field(default, description=descriptions.get(param.name)),
+        )
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{name}_arguments",
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+        **fields,
+    )
+    return takes_context, model
+
+
+def _resolve_annotation(func: Callable[..., Any], name: str, param: inspect.Parameter) -> Any:
+    """A parameter's type hint, evaluating string hints (``from __future__ import annotations``)."""
+    annotation = param.annotation
+    if annotation is param.empty:
+        return Any
+    if isinstance(annotation, str):
+        namespace = getattr(inspect.unwrap(func), "__globals__", {})
+        try:
+            annotation = eval(annotation, namespace)  # noqa: S307 - a type hint, as typing does
+        except Exception as exc:
+            raise TypeError(
+                f"tool '{name}': cannot resolve the type hint of '{param.name}': {exc}"
+            ) from None
+    return annotation
+
+
+def _parameters_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema.setdefault("properties", {})
+    return schema

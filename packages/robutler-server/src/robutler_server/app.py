@@ -1,0 +1,154 @@
+"""``create_app``: a FastAPI app serving agents in OpenAI's chat-completions format.
+
+Routes: ``POST /{agent}/chat/completions`` and ``GET /{agent}`` per agent (so
+``OpenAI(base_url="http://host:port/{agent}")`` works), ``POST /v1/chat/completions`` with
+``model`` = agent name, ``GET /v1/models``, ``GET /agents``, ``GET /skills``, ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from robutler_core import Agent
+from robutler_core.errors import BadRequestError, ConfigurationError, NotFoundError, RobutlerError
+from robutler_core.plugins import SkillRegistry, installed_skills
+
+from .errors import install_error_handlers, internal_error, logger, sse_event
+from .schemas import ChatCompletionRequest
+
+RESERVED_NAMES = frozenset(
+    {"health", "ready", "live", "metrics", "docs", "redoc", "openapi.json", "v1", "agents", "skills"}
+)
+"""Agent names that would shadow a server route."""
+
+
+def create_app(
+    agents: Iterable[Agent],
+    *,
+    title: str = "Robutler",
+    registry: SkillRegistry | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``agents``.
+
+    Raises ConfigurationError when two agents share a name or a name shadows a server route
+    (:data:`RESERVED_NAMES`).
+    """
+    by_name: dict[str, Agent] = {}
+    for agent in agents:
+        if agent.name in RESERVED_NAMES:
+            raise ConfigurationError(
+                f"agent name '{agent.name}' would shadow the server route /{agent.name}; "
+                f"reserved names: {', '.join(sorted(RESERVED_NAMES))}"
+            )
+        if agent.name in by_name:
+            raise ConfigurationError(f"two agents are named '{agent.name}'")
+        by_name[agent.name] = agent
+    started = int(time.time())
+
+    app = FastAPI(title=title)
+    app.state.agents = by_name
+    install_error_handlers(app)
+
+    def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
+        if not name:
+            raise BadRequestError(
+                "model is required: the name of an agent (see GET /v1/models)", param="model"
+            )
+        agent = by_name.get(name)
+        if agent is None:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise NotFoundError(
+                f"{'model' if as_model else 'agent'} '{name}' does not exist on this server; "
+                f"agents: {known}",
+                param="model" if as_model else None,
+                code="model_not_found" if as_model else "agent_not_found",
+            )
+        return agent
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "healthy", "agents": len(by_name)}
+
+    @app.get("/agents")
+    async def list_agents() -> dict[str, Any]:
+        return {"object": "list", "data": [a.info() for a in by_name.values()]}
+
+    @app.get("/skills")
+    async def list_skills() -> list[dict[str, Any]]:
+        return (registry or installed_skills()).describe()
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": started, "owned_by": "robutler"}
+                for name in by_name
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def v1_chat_completions(body: ChatCompletionRequest) -> Any:
+        return await complete(find_agent(body.model, as_model=True), body)
+
+    @app.get("/{agent_name}")
+    async def agent_info(agent_name: str) -> dict[str, Any]:
+        return find_agent(agent_name).info()
+
+    @app.post("/{agent_name}/chat/completions")
+    async def chat_completions(agent_name: str, body: ChatCompletionRequest) -> Any:
+        return await complete(find_agent(agent_name), body)
+
+    return app
+
+
+async def complete(agent: Agent, body: ChatCompletionRequest) -> Any:
+    """Serve one chat-completions request; streaming answers are server-sent events."""
+    messages = body.messages_as_dicts()
+    tools = body.tools_as_dicts()
+    params = body.model_params()
+    if not body.stream:
+        return JSONResponse(await agent.run(messages, tools, **params))
+    stream = agent.run_streaming(messages, tools, **params)
+    try:
+        # Pull the first chunk before answering, so that a failure before any output (auth,
+        # payment, a provider's 429) gets its own HTTP status rather than a 200 stream.
+        first = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return StreamingResponse(
+        _events(stream, first),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None) -> AsyncIterator[str]:
+    """SSE lines: each chunk, then ``data: [DONE]``; an error mid-stream is a last error event."""
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        try:
+            if first is not None:
+                yield sse_event(first)
+            async for chunk in stream:
+                yield sse_event(chunk)
+        except RobutlerError as exc:
+            yield sse_event(exc.to_dict())
+            return
+        except Exception as exc:
+            logger.exception("error while streaming")
+            yield sse_event(internal_error(exc).to_dict())
+            return
+    yield "data: [DONE]\n\n"
+
+
+logging.getLogger("robutler_server").addHandler(logging.NullHandler())

@@ -1,0 +1,69 @@
+"""Errors as OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from robutler_core.errors import BadRequestError, RobutlerError
+
+logger = logging.getLogger("robutler_server")
+
+
+def error_response(error: RobutlerError) -> JSONResponse:
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["retry-after"] = str(int(retry_after) if float(retry_after).is_integer() else retry_after)
+    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
+
+
+def internal_error(exc: BaseException) -> RobutlerError:
+    """What a client sees of an unexpected exception (details go to the log, not the client)."""
+    return RobutlerError(f"internal server error ({type(exc).__name__}); see the server log", code="internal_error")
+
+
+def validation_error(exc: RequestValidationError) -> BadRequestError:
+    """The first problem of a request validation, naming the field as ``param``."""
+    errors = exc.errors()
+    first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return BadRequestError(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+    param = ".".join(loc) or None
+    message = f"invalid request: {param}: {first['msg']}" if param else f"invalid request: {first['msg']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return BadRequestError(message, param=param, code="invalid_value" if param else None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RobutlerError)
+    async def _robutler(request: Request, exc: RobutlerError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        error = RobutlerError(str(exc.detail), status_code=exc.status_code)
+        error.type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(internal_error(exc))
+
+
+def sse_event(payload: Any) -> str:
+    """One server-sent event: ``data: {json}\\n\\n``."""
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
