@@ -1,0 +1,105 @@
+"""LiteLLMSkill: any provider LiteLLM supports, as a Robutler LLM skill."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from robutler_core import LLMSkill
+from robutler_core.errors import ConfigurationError
+
+from .errors import map_litellm_error
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# Config keys passed to LiteLLM as they are (config wins over the environment).
+_PASSED = ("api_key", "api_base", "api_version", "timeout", "temperature", "max_tokens", "fallbacks")
+
+
+def _litellm() -> Any:
+    """LiteLLM, imported on first use (its import takes seconds), with its banners off."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMSkill(LLMSkill):
+    """Calls models through LiteLLM (https://docs.litellm.ai).
+
+    Serves ``litellm/<litellm model>`` (``litellm/openai/gpt-4o`` is LiteLLM's
+    ``openai/gpt-4o``), and ``openai/``, ``anthropic/``, ``xai/`` ... when no native skill for
+    that provider is installed.
+
+    Config (each optional, over the provider's environment variables such as
+    ``OPENAI_API_KEY``): ``model``, ``api_key``, ``api_base``, ``api_version``, ``temperature``,
+    ``max_tokens``, ``timeout`` (seconds), ``retries`` (LiteLLM's ``num_retries``, default 0
+    here: the caller decides), ``fallbacks`` (list of LiteLLM model names tried in order),
+    ``embedding_model`` (default ``openai/text-embedding-3-small``).
+
+    Errors: provider failures raise :mod:`robutler_core.errors` (see
+    :func:`robutler_skill_litellm.errors.map_litellm_error`).
+    """
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ("litellm",)
+    fallback_prefixes: ClassVar[tuple[str, ...]] = (
+        "openai", "anthropic", "xai", "azure", "gemini", "vertex_ai", "bedrock", "mistral",
+        "groq", "cohere", "ollama", "deepseek", "openrouter", "together_ai",
+    )
+
+    @classmethod
+    def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
+        return {"model": model if prefix == "litellm" else f"{prefix}/{model}"}
+
+    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.model:
+            raise ConfigurationError("LiteLLMSkill has no model: set config['model'] or the agent's model")
+        request: dict[str, Any] = {k: self.config[k] for k in _PASSED if self.config.get(k) is not None}
+        request["num_retries"] = int(self.config.get("retries", 0))
+        request.update({k: v for k, v in params.items() if v is not None})
+        request.update(model=self.model, messages=messages)
+        if tools:
+            request["tools"] = tools
+        return request
+
+    async def chat_completion(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """One LiteLLM ``acompletion``; returns a ``chat.completion`` dict."""
+        litellm = _litellm()
+
+        params.pop("stream_options", None)
+        try:
+            response = await litellm.acompletion(**self._request(messages, tools, params))
+        except Exception as exc:
+            raise (map_litellm_error(exc, self.model) or exc) from exc
+        return response.model_dump(exclude_none=True)
+
+    async def chat_completion_stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed LiteLLM ``acompletion``; yields ``chat.completion.chunk`` dicts, the last
+        with ``usage`` (``stream_options.include_usage`` is always asked for)."""
+        litellm = _litellm()
+
+        params["stream_options"] = {"include_usage": True}
+        try:
+            stream = await litellm.acompletion(stream=True, **self._request(messages, tools, params))
+            async for chunk in stream:
+                yield chunk.model_dump(exclude_none=True)
+        except Exception as exc:
+            raise (map_litellm_error(exc, self.model) or exc) from exc
+
+    async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
+        """Embedding vectors for ``texts`` (one list of floats per text), via LiteLLM."""
+        litellm = _litellm()
+
+        inputs = [texts] if isinstance(texts, str) else list(texts)
+        request = {k: self.config[k] for k in ("api_key", "api_base", "api_version", "timeout") if self.config.get(k) is not None}
+        embedding_model = model or self.config.get("embedding_model") or "openai/text-embedding-3-small"
+        try:
+            response = await litellm.aembedding(model=embedding_model, input=inputs, **request)
+        except Exception as exc:
+            raise (map_litellm_error(exc, embedding_model) or exc) from exc
+        return [item["embedding"] for item in sorted(response.data, key=lambda d: d["index"])]
