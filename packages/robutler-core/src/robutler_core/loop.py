@@ -68,8 +68,6 @@ class ToolLoop:
         messages = ([{"role": "system", "content": system}] if system else []) + context.messages
 
         stream = _Stream(context, emit) if emit is not None else None
-        if stream is not None:
-            await stream.send({"role": "assistant", "content": ""})
         usage = empty_usage()
         texts: list[str] = []
         client_calls: list[dict[str, Any]] = []
@@ -162,6 +160,7 @@ class _Stream:
         options = context.params.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
         self.external_index: dict[int, int] = {}
+        self.started = False
 
     def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: Any = None) -> dict[str, Any]:
         ctx = self.context
@@ -186,6 +185,11 @@ class _Stream:
         self.external_index = {}
         stream_params = {**params, "stream_options": {"include_usage": True}}
         async for chunk in llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params):
+            if not self.started:
+                # The role chunk goes out once the model answers, so that a failure before
+                # that (a provider's 429) can still get its own HTTP status.
+                self.started = True
+                await self.send({"role": "assistant", "content": ""})
             assembler.add(chunk)
             for choice in chunk.get("choices") or []:
                 if choice.get("index", 0) == 0:
@@ -214,6 +218,9 @@ class _Stream:
         return out
 
     async def finish(self, finish_reason: str, usage: dict[str, int]) -> None:
+        if not self.started:
+            self.started = True
+            await self.send({"role": "assistant", "content": ""})
         await self.send({}, finish_reason)
         if self.include_usage:
             self.emit(self._chunk(None, usage=usage))
