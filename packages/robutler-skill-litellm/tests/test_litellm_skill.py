@@ -1,0 +1,129 @@
+"""LiteLLMSkill through LiteLLM's real HTTP path against a local fake OpenAI-compatible upstream."""
+
+import json
+
+import pytest
+
+from robutler_core import Agent, Skill, tool
+from robutler_core import errors
+from robutler_core.plugins import installed_skills
+from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
+from robutler_core.wire import ChunkAssembler
+from robutler_skill_litellm import LiteLLMSkill
+
+USER = [{"role": "user", "content": "what is 20 plus 22?"}]
+
+
+class Calculator(Skill):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+@pytest.fixture
+def upstream():
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+def agent_for(upstream, **config):
+    skill = LiteLLMSkill({"api_base": upstream.base_url, "api_key": "sk-config", **config})
+    return Agent("calc", model="litellm/openai/fake-model", skills={"litellm": skill, "calc": Calculator()})
+
+
+def add_call(call_id="call_1", a=20, b=22):
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": "add", "arguments": json.dumps({"a": a, "b": b})}}]}
+
+
+def test_registered_and_resolves_prefixes():
+    assert installed_skills().get("litellm").skill_class is LiteLLMSkill
+    assert Agent("a", model="litellm/openai/gpt-4o").llm.model == "openai/gpt-4o"
+    # no native OpenAI skill is installed here, so LiteLLM serves openai/ too
+    assert Agent("a", model="openai/gpt-4o").llm.model == "openai/gpt-4o"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_loop_through_litellm(upstream, stream):
+    upstream.enqueue_completion(add_call())
+    upstream.enqueue_completion({"role": "assistant", "content": "20 + 22 = 42"})
+    agent = agent_for(upstream)
+    if stream:
+        assembler = ChunkAssembler()
+        async for chunk in agent.run_streaming(USER, stream_options={"include_usage": True}):
+            assembler.add(chunk)
+        content, usage = assembler.content, assembler.usage
+    else:
+        completion = await agent.run(USER)
+        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    assert content == "20 + 22 = 42"
+    assert usage["completion_tokens"] == 10  # two upstream calls, 5 each
+    first, second = (r.body for r in upstream.requests)
+    assert first["model"] == "fake-model" and first["tools"][0]["function"]["name"] == "add"
+    assert bool(first.get("stream")) is stream
+    assert second["messages"][-2]["tool_calls"][0]["id"] == "call_1"
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    assert upstream.requests[0].headers["authorization"] == "Bearer sk-config"
+
+
+async def test_streamed_tool_call_deltas_pass_through_for_external_tools(upstream):
+    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+    upstream.enqueue_completion({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_ext", "type": "function", "function": {"name": "ask_user", "arguments": '{"q": "which city?"}'}}]})
+    chunks = [c async for c in agent_for(upstream).run_streaming(USER, tools=external)]
+    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert len(fragments) >= 3 and fragments[0]["id"] == "call_ext"
+    assert "".join(f["function"].get("arguments", "") for f in fragments) == '{"q": "which city?"}'
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_config_over_environment_and_params(upstream, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-environment")
+    await agent_for(upstream, temperature=0.2, max_tokens=50).run(USER, temperature=0.7)
+    body = upstream.requests[0].body
+    assert upstream.requests[0].headers["authorization"] == "Bearer sk-config"
+    assert body["temperature"] == 0.7 and body["max_tokens"] == 50  # request params beat config defaults
+
+
+@pytest.mark.parametrize("status, error_class, expected_status", [
+    (401, errors.AuthenticationError, 401),
+    (404, errors.NotFoundError, 404),
+    (429, errors.RateLimitError, 429),
+    (500, errors.UpstreamError, 502),
+    (503, errors.ServiceUnavailableError, 503),
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_provider_errors_map_with_provider_message(upstream, status, error_class, expected_status, stream):
+    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
+    agent = agent_for(upstream)
+    with pytest.raises(error_class) as info:
+        if stream:
+            [c async for c in agent.run_streaming(USER)]
+        else:
+            await agent.run(USER)
+    assert info.value.status_code == expected_status
+    assert f"upstream says {status}" in info.value.message
+    if status == 429:
+        assert info.value.retry_after == 3
+
+
+async def test_timeout_maps_to_504(upstream):
+    upstream.enqueue(FakeResponse(message={"role": "assistant", "content": "late"}, delay=2))
+    with pytest.raises(errors.UpstreamTimeoutError):
+        await agent_for(upstream, timeout=0.3).run(USER)
+
+
+async def test_retries_are_configurable(upstream):
+    upstream.enqueue_error(500, "flaky once")
+    upstream.enqueue_completion({"role": "assistant", "content": "recovered"})
+    completion = await agent_for(upstream, retries=1).run(USER)
+    assert completion["choices"][0]["message"]["content"] == "recovered"
+    assert len(upstream.requests) == 2
+
+
+async def test_embed(upstream):
+    skill = LiteLLMSkill({"api_base": upstream.base_url, "api_key": "sk-config"})
+    vectors = await skill.embed(["one", "two words"], model="openai/fake-embedding")
+    assert len(vectors) == 2 and len(vectors[0]) == 8 and vectors[0] != vectors[1]
+    assert upstream.requests[0].body["input"] == ["one", "two words"]
