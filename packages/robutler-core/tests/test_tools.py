@@ -92,3 +92,21 @@ async def test_decorator_options_and_async_and_sync_tools():
 def test_bad_scope_fails_at_decoration():
     with pytest.raises(ValueError, match="scope"):
         tool(scope=[])
+
+
+async def test_sync_tools_run_in_a_worker_thread_with_the_context():
+    import threading
+
+    from robutler_core import Agent, Skill, get_context
+
+    seen = {}
+
+    class Probe(Skill):
+        @tool
+        def probe(self) -> str:
+            seen["thread"] = threading.current_thread() is not threading.main_thread()
+            seen["context"] = get_context() is not None
+            return "ok"
+
+    await Agent("a", model="test", skills={"p": Probe()}).run([{"role": "user", "content": "x"}])
+    assert seen == {"thread": True, "context": True}

@@ -10,6 +10,7 @@ parsed by ``docstring_parser``). A parameter named ``context`` receives the requ
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Callable
@@ -105,14 +106,18 @@ class Tool:
         return {field: getattr(validated, field) for field in type(validated).model_fields}
 
     async def invoke(self, arguments: str | dict[str, Any] | None, context: Any = None) -> Any:
-        """Validate ``arguments`` and call the function; awaits it when it is async.
+        """Validate ``arguments`` and call the function.
 
-        Sync functions run in the event loop's thread: keep them quick or make them async.
+        Async functions are awaited; sync ones run in a worker thread (``asyncio.to_thread``,
+        which carries the request's Context), so they neither block the event loop nor each
+        other.
         """
         kwargs = self.validate_arguments(arguments)
         if self.takes_context:
             kwargs["context"] = context
-        result = self.func(**kwargs)
+        if inspect.iscoroutinefunction(inspect.unwrap(self.func)):
+            return await self.func(**kwargs)
+        result = await asyncio.to_thread(self.func, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
