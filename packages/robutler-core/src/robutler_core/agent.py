@@ -148,7 +148,7 @@ class Agent:
     def register_tool(
         self, func: Callable[..., Any] | Tool, scope: Scope = None, source: Any = None
     ) -> Tool:
-        """Add a server-side tool; visible to requests from their next model turn.
+        """Add a server-side tool; offered to requests whose tool loop starts after this call.
 
         ``scope`` overrides the tool's own; otherwise the ``@tool`` scope, then the source
         skill's scope. Raises ConfigurationError when another tool has the same name.

@@ -48,7 +48,12 @@ class Skill:
         return get_context()
 
     def register_tool(self, func: Callable[..., Any], scope: Scope = None) -> None:
-        """Add a tool to this skill's agent at run time (visible from the next model turn)."""
+        """Add a tool to this skill's agent at run time.
+
+        It is offered to requests whose tool loop starts after this call, so a tool registered
+        by an ``on_connection`` hook is offered to that same request. Registration is
+        thread-safe; the tool is the agent's, not only this request's.
+        """
         self._require_agent().register_tool(func, scope=scope, source=self)
 
     def register_hook(
