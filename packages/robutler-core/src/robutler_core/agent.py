@@ -73,7 +73,7 @@ class Agent:
         self._registry = registry
         self._lock = threading.Lock()
         self._tools: dict[str, tuple[Tool, Any]] = {}
-        self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any]]] = []
+        self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any], bool]] = []
         self._pm = LifecyclePluginManager()
         self._init_lock = asyncio.Lock()
         self._initialized = False
@@ -188,7 +188,8 @@ class Agent:
     ) -> None:
         required = normalize_scope(scope) if scope is not None else getattr(source, "scope", None)
         with self._lock:
-            prompts = [*self._prompts, (priority, len(self._prompts), required, func)]
+            takes_context = "context" in inspect.signature(func).parameters
+            prompts = [*self._prompts, (priority, len(self._prompts), required, func, takes_context)]
             prompts.sort(key=lambda entry: entry[:2])
             self._prompts = prompts
 
@@ -200,11 +201,10 @@ class Agent:
     async def system_prompt(self, context: Context) -> str:
         """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits."""
         parts = [self.instructions] if self.instructions else []
-        for _priority, _seq, required, func in self._prompts:
+        for _priority, _seq, required, func, takes_context in self._prompts:
             if not scope_admits(required, context.auth_scope):
                 continue
             try:
-                takes_context = "context" in inspect.signature(func).parameters
                 text = func(context) if takes_context else func()
                 if inspect.isawaitable(text):
                     text = await text

@@ -185,11 +185,7 @@ class _Stream:
         self.external_index = {}
         stream_params = {**params, "stream_options": {"include_usage": True}}
         async for chunk in llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params):
-            if not self.started:
-                # The role chunk goes out once the model answers, so that a failure before
-                # that (a provider's 429) can still get its own HTTP status.
-                self.started = True
-                await self.send({"role": "assistant", "content": ""})
+            await self.start()
             assembler.add(chunk)
             for choice in chunk.get("choices") or []:
                 if choice.get("index", 0) == 0:
@@ -217,10 +213,15 @@ class _Stream:
             out["tool_calls"] = fragments
         return out
 
-    async def finish(self, finish_reason: str, usage: dict[str, int]) -> None:
+    async def start(self) -> None:
+        """Send the role chunk, once. It goes out when the model first answers, so that a
+        failure before that (a provider's 429) can still get its own HTTP status."""
         if not self.started:
             self.started = True
             await self.send({"role": "assistant", "content": ""})
+
+    async def finish(self, finish_reason: str, usage: dict[str, int]) -> None:
+        await self.start()
         await self.send({}, finish_reason)
         if self.include_usage:
             self.emit(self._chunk(None, usage=usage))

@@ -14,7 +14,8 @@ from .errors import map_litellm_error
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # Config keys passed to LiteLLM as they are (config wins over the environment).
-_PASSED = ("api_key", "api_base", "api_version", "timeout", "temperature", "max_tokens", "fallbacks")
+_CONNECTION = ("api_key", "api_base", "api_version", "timeout")
+_PASSED = (*_CONNECTION, "temperature", "max_tokens", "fallbacks")
 
 
 def _litellm() -> Any:
@@ -52,10 +53,13 @@ class LiteLLMSkill(LLMSkill):
     def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
         return {"model": model if prefix == "litellm" else f"{prefix}/{model}"}
 
+    def _configured(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: self.config[k] for k in keys if self.config.get(k) is not None}
+
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]) -> dict[str, Any]:
         if not self.model:
             raise ConfigurationError("LiteLLMSkill has no model: set config['model'] or the agent's model")
-        request: dict[str, Any] = {k: self.config[k] for k in _PASSED if self.config.get(k) is not None}
+        request = self._configured(_PASSED)
         request["num_retries"] = int(self.config.get("retries", 0))
         request.update({k: v for k, v in params.items() if v is not None})
         request.update(model=self.model, messages=messages)
@@ -96,7 +100,7 @@ class LiteLLMSkill(LLMSkill):
         litellm = _litellm()
 
         inputs = [texts] if isinstance(texts, str) else list(texts)
-        request = {k: self.config[k] for k in ("api_key", "api_base", "api_version", "timeout") if self.config.get(k) is not None}
+        request = self._configured(_CONNECTION)
         embedding_model = model or self.config.get("embedding_model") or "openai/text-embedding-3-small"
         try:
             response = await litellm.aembedding(model=embedding_model, input=inputs, **request)
