@@ -3,27 +3,37 @@
 Importing this package imports only pluggy, pydantic and the standard library.
 """
 
-from .agent import Agent, BaseAgent
+from .agent import Agent, BaseAgent, connect_agents
 from .context import Context, UsageRecord, get_context
-from .decorators import hook, prompt, tool
-from .hookspecs import LIFECYCLE_EVENTS, hookimpl, hookspec
+from .decorators import handoff, hook, http, prompt, tool
+from .handoffs import Handoff, HandoffResult, LLMHandoff, LocalAgentHandoff
+from .hookspecs import DROP, LIFECYCLE_EVENTS, ToolCallBlocked, hookimpl, hookspec
 from .plugins import SkillRegistry, get_plugin_manager, installed_skills
 from .skill import LLMSkill, Skill
 from .tools import Tool
 
 __all__ = [
+    "DROP",
     "LIFECYCLE_EVENTS",
     "Agent",
     "BaseAgent",
     "Context",
+    "Handoff",
+    "HandoffResult",
+    "LLMHandoff",
     "LLMSkill",
+    "LocalAgentHandoff",
     "Skill",
     "SkillRegistry",
     "Tool",
+    "ToolCallBlocked",
     "UsageRecord",
+    "connect_agents",
     "get_context",
     "get_plugin_manager",
+    "handoff",
     "hook",
+    "http",
     "hookimpl",
     "hookspec",
     "installed_skills",

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .context import Context, _current_context
-from .decorators import DEFAULT_PRIORITY, PROMPT_MARKER
-from .errors import ConfigurationError
+from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER
+from .errors import ConfigurationError, PermissionDeniedError
+from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff
 from .lifecycle import LifecyclePluginManager, RuntimeHook
 from .loop import ToolLoop
 from .models import resolve_model
@@ -25,6 +26,21 @@ logger = logging.getLogger("robutler_core.agent")
 
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MAX_TURNS = 10
+_HOOK_OPTIONS = frozenset({"handler", "priority", "scope"})
+
+
+class HttpRoute:
+    """An ``@http`` handler of an agent: served by robutler-server at ``/{agent}{path}``."""
+
+    def __init__(self, path: str, method: str, func: Callable[..., Any], scope: Any, source: Any) -> None:
+        self.path = path
+        self.method = method
+        self.func = func
+        self.scope = scope
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"HttpRoute({self.method.upper()} {self.path})"
 
 
 class Agent:
@@ -38,7 +54,14 @@ class Agent:
             ``None`` uses the LLM skill among ``skills``.
         skills: skill instances by name.
         tools: extra server-side tools: functions, ``@tool``-decorated or not.
-        scope: the agent's default scope for its direct tools.
+        hooks: extra lifecycle hooks, ``{event: [handler, ...]}``; an entry may be a dict
+            ``{"handler": f, "priority": 10, "scope": "owner"}``. They are ordered with the
+            skills' hooks by priority.
+        handoffs: handoffs offered to the model: :func:`~robutler_core.handoff` objects or
+            ``@handoff`` functions.
+        scope: who may use the agent at all (agent-level scope; ``scopes`` is an alias that
+            takes a list). A caller whose ``auth_scope`` (as set by the ``on_connection``
+            hooks) it does not admit gets 403 before the model is called.
         max_turns: model calls allowed per request before :class:`~robutler_core.errors.MaxTurnsExceeded`.
         registry: where skill names (dependencies, model prefixes) resolve; defaults to the
             installed plugins.
@@ -58,6 +81,10 @@ class Agent:
         scope: Scope = "all",
         max_turns: int = DEFAULT_MAX_TURNS,
         registry: SkillRegistry | None = None,
+        *,
+        hooks: dict[str, Any] | None = None,
+        handoffs: list[Any] | None = None,
+        scopes: list[str] | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME_PATTERN.match(name):
             raise ConfigurationError(
@@ -66,13 +93,17 @@ class Agent:
             )
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ConfigurationError(f"max_turns must be a positive integer, got {max_turns!r}")
+        if scopes is not None and scope != "all":
+            raise ConfigurationError("give the agent's scope as scope= or scopes=, not both")
         self.name = name
         self.instructions = instructions or ""
-        self.scope = normalize_scope(scope)
+        self.scope = normalize_scope(scopes if scopes is not None else scope)
         self.max_turns = max_turns
+        self.directory: dict[str, Agent] | None = None
+        self.http_routes: list[HttpRoute] = []
         self._registry = registry
         self._lock = threading.Lock()
-        self._tools: dict[str, tuple[Tool, Any]] = {}
+        self._tools: dict[str, tuple[Tool | Handoff, Any]] = {}
         self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any], bool]] = []
         self._pm = LifecyclePluginManager()
         self._init_lock = asyncio.Lock()
@@ -85,6 +116,10 @@ class Agent:
             self._add_skill(skill_name, skill)
         for func in tools or []:
             self.register_tool(func, source=self)
+        for entry in handoffs or []:
+            self.register_handoff(entry, source=self)
+        for event, handlers in (hooks or {}).items():
+            self._add_hooks(event, handlers)
         self._loop = ToolLoop(self)
 
     # -- construction -------------------------------------------------------------------------
@@ -139,10 +174,44 @@ class Agent:
                 continue
             if hasattr(member, TOOL_MARKER):
                 self.register_tool(getattr(skill, attribute), source=skill)
+            if hasattr(member, HANDOFF_MARKER):
+                self.register_handoff(getattr(skill, attribute), source=skill)
+            if hasattr(member, HTTP_MARKER):
+                self._add_http(getattr(skill, attribute), getattr(member, HTTP_MARKER), skill)
             if hasattr(member, PROMPT_MARKER):
                 options = getattr(member, PROMPT_MARKER)
                 scope = options["scope"] if options["scope"] is not None else None
                 self._add_prompt(getattr(skill, attribute), options["priority"], scope, skill)
+
+    def _add_hooks(self, event: str, handlers: Any) -> None:
+        entries = [handlers] if callable(handlers) or isinstance(handlers, dict) else list(handlers)
+        for entry in entries:
+            if callable(entry):
+                self.register_hook(event, entry, source=self)
+                continue
+            if not isinstance(entry, dict) or "handler" not in entry or set(entry) - _HOOK_OPTIONS:
+                raise ConfigurationError(
+                    f"agent '{self.name}': hooks['{event}'] entries must be callables or dicts with "
+                    f"'handler' and optional 'priority', 'scope'; got {entry!r}"
+                )
+            self.register_hook(
+                event, entry["handler"], priority=entry.get("priority", DEFAULT_PRIORITY),
+                scope=entry.get("scope"), source=self,
+            )
+
+    def _add_http(self, func: Callable[..., Any], options: dict[str, Any], source: Any) -> None:
+        scope = options["scope"]
+        route = HttpRoute(
+            options["path"], options["method"], func,
+            normalize_scope(scope) if scope is not None else getattr(source, "scope", None), source,
+        )
+        for existing in self.http_routes:
+            if (existing.path, existing.method) == (route.path, route.method):
+                raise ConfigurationError(
+                    f"agent '{self.name}': {route.method.upper()} {route.path} is declared by "
+                    f"{_source_name(source)} and {_source_name(existing.source)}"
+                )
+        self.http_routes.append(route)
 
     # -- registration (also at run time) ----------------------------------------------------
     def register_tool(
@@ -151,16 +220,38 @@ class Agent:
         """Add a server-side tool; offered to requests whose tool loop starts after this call.
 
         ``scope`` overrides the tool's own; otherwise the ``@tool`` scope, then the source
-        skill's scope. Raises ConfigurationError when another tool has the same name.
+        skill's scope. Raises ConfigurationError when another tool or handoff has the same name.
         """
-        built = func if isinstance(func, Tool) else Tool.from_function(func)
+        built = func if isinstance(func, Tool) else Tool.from_function(func, _default_scope(source))
         if scope is not None:
             built.scope = normalize_scope(scope)
-        elif getattr(func, TOOL_MARKER, {}).get("scope") is None and not isinstance(func, Tool):
-            built.scope = getattr(source, "scope", None)
+        self._add_callable(built, source)
+        return built
+
+    def register_handoff(
+        self, handoff: Handoff | Callable[..., Any], scope: Scope = None, source: Any = None
+    ) -> Handoff:
+        """Offer a handoff to the model (a :func:`~robutler_core.handoff` object or an
+        ``@handoff`` function); same timing and name rules as :meth:`register_tool`.
+
+        Raises ConfigurationError for a name clash, an unknown model prefix, or a local agent
+        this agent's ``directory`` does not hold (when it has one).
+        """
+        if not isinstance(handoff, Handoff):
+            options = dict(getattr(handoff, HANDOFF_MARKER, None) or {})
+            if options.get("scope") is None:
+                options["scope"] = _default_scope(source)
+            handoff = FunctionHandoff(handoff, **options)
+        if scope is not None:
+            handoff.scope = normalize_scope(scope)
+        handoff.bind(self)
+        self._add_callable(handoff, source)
+        return handoff
+
+    def _add_callable(self, built: Tool | Handoff, source: Any) -> None:
         with self._lock:
             existing = self._tools.get(built.name)
-            if existing is not None and existing[0].func != built.func:
+            if existing is not None and _identity(existing[0]) != _identity(built):
                 raise ConfigurationError(
                     f"agent '{self.name}': tool '{built.name}' from {_source_name(source)} "
                     f"clashes with the one from {_source_name(existing[1])}"
@@ -168,7 +259,6 @@ class Agent:
             tools = dict(self._tools)
             tools[built.name] = (built, source)
             self._tools = tools  # copy on write: requests iterate a stable snapshot
-        return built
 
     def register_hook(
         self,
@@ -178,8 +268,12 @@ class Agent:
         scope: Scope = None,
         source: Any = None,
     ) -> None:
-        """Add a lifecycle hook; an unknown event raises ConfigurationError."""
-        plugin = RuntimeHook(event, handler, priority, scope, source)
+        """Add a lifecycle hook; an unknown event raises ConfigurationError.
+
+        ``scope`` defaults to the source skill's. The hook runs from the next dispatch of its
+        event on, in this request and others.
+        """
+        plugin = RuntimeHook(event, handler, priority, scope if scope is not None else _default_scope(source), source)
         name = f"{_source_name(source)}:{event}:{getattr(handler, '__name__', 'hook')}:{id(plugin)}"
         self._pm.add(plugin, name=name)
 
@@ -196,7 +290,24 @@ class Agent:
     # -- views -------------------------------------------------------------------------------
     def tools_for_scope(self, auth_scope: str) -> list[Tool]:
         """Server-side tools a caller with ``auth_scope`` may see and run."""
-        return [t for t, _ in self._tools.values() if scope_admits(t.scope, auth_scope)]
+        return [t for t in self.callables_for_scope(auth_scope).values() if isinstance(t, Tool)]
+
+    def handoffs_for_scope(self, auth_scope: str) -> list[Handoff]:
+        """Handoffs a caller with ``auth_scope`` may see and use."""
+        return [h for h in self.callables_for_scope(auth_scope).values() if isinstance(h, Handoff)]
+
+    def callables_for_scope(self, auth_scope: str) -> dict[str, Tool | Handoff]:
+        """Tools and handoffs, by name, that a caller with ``auth_scope`` may see and call."""
+        return {name: t for name, (t, _) in self._tools.items() if scope_admits(t.scope, auth_scope)}
+
+    def check_access(self, context: Context) -> None:
+        """Raise PermissionDeniedError (403) when the agent's scope does not admit the caller."""
+        if not scope_admits(self.scope, context.auth_scope):
+            raise PermissionDeniedError(
+                f"agent '{self.name}' is open to the scope(s) {', '.join(sorted(self.scope or ()))}; "
+                f"the caller's scope is '{context.auth_scope}'",
+                code="scope_not_allowed",
+            )
 
     async def system_prompt(self, context: Context) -> str:
         """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits."""
@@ -228,6 +339,11 @@ class Agent:
             "model": self.model_name,
             "skills": sorted(self.skills),
             "tools": [t.definition() for t in self.tools_for_scope("all")],
+            "handoffs": [
+                {"name": h.name, "type": getattr(h, "kind", h.handoff_type), "target": h.target}
+                for h in self.handoffs_for_scope("all")
+            ],
+            "http": [{"method": r.method.upper(), "path": f"/{self.name}{r.path}"} for r in self.http_routes],
         }
 
     @property
@@ -253,13 +369,52 @@ class Agent:
             self._initialized = True
 
     def new_context(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, stream: bool, **params: Any
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        stream: bool,
+        *,
+        headers: dict[str, str] | None = None,
+        **params: Any,
     ) -> Context:
-        """A Context for one request; ``params`` are OpenAI request parameters for the model."""
+        """A Context for one request; ``params`` are OpenAI request parameters for the model,
+        ``headers`` the HTTP request's (names are lower-cased)."""
         return Context(
             agent=self, messages=[dict(m) for m in messages], stream=stream,
             tools=list(tools or []), params=params,
+            headers={k.lower(): v for k, v in (headers or {}).items()},
         )
+
+    async def http_request(self, route: HttpRoute, arguments: dict[str, Any], context: Context) -> Any:
+        """Serve one call of an ``@http`` handler (robutler-server calls this).
+
+        Runs ``on_connection``, checks the agent's and the route's scope (PermissionDeniedError,
+        403), calls the handler with ``arguments`` (plus ``context`` when it takes one; sync
+        handlers run in a worker thread), and ``finalize_connection`` always.
+        """
+        token = _current_context.set(context)
+        try:
+            await self._ensure_initialized()
+            try:
+                await self.dispatch("on_connection", context)
+                self.check_access(context)
+                if not scope_admits(route.scope, context.auth_scope):
+                    raise PermissionDeniedError(
+                        f"{route.method.upper()} /{self.name}{route.path} needs the scope(s) "
+                        f"{', '.join(sorted(route.scope or ()))}; the caller's scope is "
+                        f"'{context.auth_scope}'",
+                        code="scope_not_allowed",
+                    )
+                if "context" in inspect.signature(route.func).parameters:
+                    arguments = {**arguments, "context": context}
+                if inspect.iscoroutinefunction(inspect.unwrap(route.func)):
+                    return await route.func(**arguments)
+                result = await asyncio.to_thread(route.func, **arguments)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                await self.dispatch("finalize_connection", context)
+        finally:
+            _current_context.reset(token)
 
     async def run(
         self,
@@ -338,6 +493,33 @@ BaseAgent = Agent
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def connect_agents(agents: list[Agent]) -> dict[str, Agent]:
+    """Let ``agents`` hand off to each other by name: sets each one's ``directory``.
+
+    robutler-server calls this for the agents it serves; call it yourself when embedding.
+    Raises ConfigurationError for two agents with one name or a handoff naming an agent
+    that is not among them.
+    """
+    directory: dict[str, Agent] = {}
+    for agent in agents:
+        if agent.name in directory and directory[agent.name] is not agent:
+            raise ConfigurationError(f"two agents are named '{agent.name}'")
+        directory[agent.name] = agent
+    for agent in directory.values():
+        agent.directory = directory
+        for handoff in agent.handoffs_for_scope("admin"):
+            handoff.bind(agent)
+    return directory
+
+
+def _default_scope(source: Any) -> Any:
+    return source.scope if isinstance(source, Skill) else None
+
+
+def _identity(item: Tool | Handoff) -> Any:
+    return item.func if isinstance(item, (Tool, FunctionHandoff)) else item
 
 
 def _source_name(source: Any) -> str:

@@ -51,6 +51,9 @@ class Context:
         auth_scope: the caller's scope (``"all"`` until a hook sets it).
         peer_user_id: the caller's identity, when an auth hook established it.
         payment_token: the caller's payment token, when one came with the request.
+        headers: the HTTP request's headers, names lower-cased (empty outside a server).
+        handoff_depth: 0 for a client's request, n for a request made by the n-th nested
+            handoff to a local agent.
         completion_id: the ``id`` of the ``chat.completion`` being produced.
         usage_records: :class:`UsageRecord` entries added with :meth:`track_usage`.
     """
@@ -63,6 +66,8 @@ class Context:
     auth_scope: str = "all"
     peer_user_id: str | None = None
     payment_token: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    handoff_depth: int = 0
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
     completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
@@ -97,6 +102,18 @@ class Context:
         record = UsageRecord(credits=credits, reason=reason, kind=kind, metadata=metadata or {})
         self.usage_records.append(record)
         return record
+
+    def track_llm_usage(self, model: str, usage: dict[str, Any] | None, credits: float = 0) -> UsageRecord | None:
+        """Record one model call's ``usage`` (OpenAI ``usage`` dict) as a ``kind="llm"`` record.
+
+        ``metadata`` holds ``model``, ``prompt_tokens``, ``completion_tokens`` and
+        ``total_tokens``. Nothing is recorded when ``usage`` is empty.
+        """
+        if not usage:
+            return None
+        metadata = {"model": model}
+        metadata.update({k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        return self.track_usage(credits, f"model call to {model}", kind="llm", metadata=metadata)
 
     # -- agent capabilities ------------------------------------------------------------------
     @property

@@ -1,4 +1,5 @@
-"""``@tool``, ``@hook`` and ``@prompt``: mark a skill's methods (or plain functions).
+"""``@tool``, ``@hook``, ``@prompt``, ``@handoff`` and ``@http``: mark a skill's methods (or
+plain functions).
 
 The marks are read when a skill is added to an agent; decorating changes nothing else about the
 function, which stays callable as before.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from .handoffs import HANDOFF_MARKER, Handoff, LLMHandoff, LocalAgentHandoff
 from .hookspecs import hookimpl
 from .scopes import Scope, normalize_scope
 from .tools import TOOL_MARKER
@@ -17,7 +19,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 HOOK_MARKER = "_robutler_hook"
 PROMPT_MARKER = "_robutler_prompt"
+HTTP_MARKER = "_robutler_http"
 DEFAULT_PRIORITY = 50
+HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
 
 @overload
@@ -84,3 +88,86 @@ def prompt(*, priority: int = DEFAULT_PRIORITY, scope: Scope = None) -> Callable
         return f
 
     return mark
+
+
+def handoff(
+    target: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    scope: Scope = None,
+    handoff_type: str = "agent",
+    agent: Any = None,
+    model: Any = None,
+) -> Any:
+    """Declare a handoff, as a decorator or as a helper.
+
+    As a decorator (``@handoff`` or ``@handoff(name=..., scope=..., handoff_type=...)``) it
+    marks a function or skill method whose signature is the tool schema and which returns a
+    :class:`~robutler_core.HandoffResult` (any other value is wrapped in one).
+
+    As a helper it returns a :class:`~robutler_core.handoffs.Handoff` for ``Agent(handoffs=[...])``
+    or ``register_handoff``:
+
+    * ``handoff("billing")``, ``handoff(agent=billing_agent)``: a local agent (a name
+      without ``/``, or an Agent);
+    * ``handoff("anthropic/claude-3-5-sonnet-20241022")``, ``handoff(model="test")``: a model,
+      resolved through the installed LLM skills like ``Agent(model=...)``.
+
+    Raises:
+        ValueError: a bad scope; ``TypeError``: a target that is neither.
+    """
+    normalize_scope(scope)
+    options = {"name": name, "description": description, "scope": scope}
+    if agent is not None or model is not None or (target is not None and not callable(target)):
+        chosen = agent if agent is not None else model if model is not None else target
+        if model is not None or (isinstance(chosen, str) and "/" in chosen) or _is_llm_skill(chosen):
+            return LLMHandoff(chosen, **options)
+        if isinstance(chosen, str) or hasattr(chosen, "run"):
+            return LocalAgentHandoff(chosen, **options)
+        raise TypeError(f"handoff target must be an agent, an agent name or a model, got {chosen!r}")
+
+    def mark(f: F) -> F:
+        setattr(f, HANDOFF_MARKER, {**options, "handoff_type": handoff_type})
+        return f
+
+    return mark(target) if target is not None else mark
+
+
+def http(path: str, method: str = "get", *, scope: Scope = None) -> Callable[[F], F]:
+    """Mark a function or skill method as an HTTP handler, served at ``/{agent}{path}``.
+
+    The server passes query parameters, path parameters (``/items/{item_id}``) and the JSON
+    body to the handler's parameters as FastAPI does; a parameter annotated with
+    ``fastapi.Request`` receives the request, one named ``context`` the request's Context
+    (after the ``on_connection`` hooks ran, so ``context.auth_scope`` is set). A caller
+    outside ``scope`` gets 403. The return value is sent as JSON (a Response is sent as is).
+
+    Raises:
+        ValueError: an unknown ``method`` or a path not starting with ``/`` or clashing with
+            ``/chat/completions``.
+    """
+    method = method.lower()
+    if method not in HTTP_METHODS:
+        raise ValueError(f"invalid HTTP method {method!r}; use one of: {', '.join(HTTP_METHODS)}")
+    if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") in ("", "/chat/completions"):
+        raise ValueError(
+            f"@http path {path!r} must start with '/', name something, and not be /chat/completions"
+        )
+    normalize_scope(scope)
+
+    def mark(f: F) -> F:
+        setattr(f, HTTP_MARKER, {"path": path.rstrip("/"), "method": method, "scope": scope})
+        return f
+
+    return mark
+
+
+def _is_llm_skill(value: Any) -> bool:
+    from .skill import LLMSkill
+
+    return isinstance(value, LLMSkill)
+
+
+

@@ -42,23 +42,32 @@ class LifecycleSpecs:
 
     @hookspec
     def on_chunk(self, context: Context, chunk: dict[str, Any]) -> Any:
-        """Each ``chat.completion.chunk`` before it is sent to the client."""
+        """Each ``chat.completion.chunk`` before it is sent to the client.
+
+        Return a chunk to replace it, or :data:`DROP` to send nothing (later hooks skip it).
+        """
 
     @hookspec
     def before_toolcall(self, context: Context, tool_call: dict[str, Any]) -> Any:
-        """Before a server-side tool call runs; may rewrite the call or raise to block it."""
+        """Before a server-side tool call runs: may return a rewritten call (OpenAI
+        ``tool_calls`` entry), or raise :class:`ToolCallBlocked` so that the tool does not run
+        and the model sees the exception's ``result`` instead. Any other exception ends the
+        request."""
 
     @hookspec
     def after_toolcall(self, context: Context, tool_call: dict[str, Any], result: str) -> Any:
-        """After a server-side tool call ran; may rewrite its result (a string)."""
+        """After a server-side tool call ran (or was blocked); may rewrite its result (a string)."""
 
     @hookspec
     def before_handoff(self, context: Context, handoff: dict[str, Any]) -> Any:
-        """Before control passes to another agent or model."""
+        """Before a handoff runs. ``handoff`` is ``{"name", "type", "target", "arguments",
+        "messages"}``; return a rewritten dict (e.g. filtered ``messages``) or raise to end
+        the request."""
 
     @hookspec
     def after_handoff(self, context: Context, handoff: dict[str, Any], result: Any) -> Any:
-        """After a handoff returned."""
+        """After a handoff returned; ``result`` is a :class:`~robutler_core.HandoffResult`,
+        which the hook may replace."""
 
     @hookspec
     def finalize_connection(self, context: Context) -> None:
@@ -76,6 +85,22 @@ LIFECYCLE_EVENTS: tuple[str, ...] = (
     "finalize_connection",
 )
 """Every lifecycle event, in the order they first fire in a request."""
+
+DROP: Any = type("Drop", (), {"__repr__": lambda self: "DROP", "__slots__": ()})()
+"""Returned by an ``on_chunk`` hook: the chunk is not sent, and later hooks do not see it."""
+
+
+class ToolCallBlocked(Exception):
+    """Raised by a ``before_toolcall`` hook to block a call; the model sees ``result``.
+
+    Args:
+        result: what the model receives as the tool's result (a string, or anything JSON-able).
+    """
+
+    def __init__(self, result: Any = "This tool call was blocked.") -> None:
+        super().__init__(result)
+        self.result = result
+
 
 OBSERVING_EVENTS = frozenset({"after_toolcall", "after_handoff", "finalize_connection"})
 """Events whose hooks only observe: an exception is logged and never loses the response.

@@ -19,7 +19,7 @@ import pluggy
 from .context import Context
 from .decorators import DEFAULT_PRIORITY, HOOK_MARKER
 from .errors import ConfigurationError
-from .hookspecs import LIFECYCLE_EVENTS, OBSERVING_EVENTS, LifecycleSpecs
+from .hookspecs import DROP, LIFECYCLE_EVENTS, OBSERVING_EVENTS, LifecycleSpecs
 from .scopes import Scope, normalize_scope, scope_admits
 
 logger = logging.getLogger("robutler_core.lifecycle")
@@ -93,7 +93,8 @@ class LifecyclePluginManager(pluggy.PluginManager):
 
         ``payload`` holds at most one replaceable value first (``message``, ``chunk``,
         ``tool_call``, ``result``), which a hook replaces by returning something other than
-        ``None`` or the context. Hooks of observing events log their exceptions; others raise.
+        ``None`` or the context; a hook returning :data:`DROP` ends the dispatch, which then
+        returns ``DROP``. Hooks of observing events log their exceptions; others raise.
         """
         replaceable = next(reversed(payload)) if payload else None
         for impl, _priority, scope in self.hookimpls(event):
@@ -109,6 +110,8 @@ class LifecyclePluginManager(pluggy.PluginManager):
                     raise
                 logger.exception("%s hook %s of %s failed", event, impl.function, impl.plugin_name)
                 continue
+            if result is DROP:
+                return DROP
             if replaceable is not None and result is not None and result is not context:
                 payload[replaceable] = result
         return payload.get(replaceable) if replaceable is not None else None

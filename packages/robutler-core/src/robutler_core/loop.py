@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from .context import Context
 from .errors import BadRequestError, ConfigurationError, MaxTurnsExceeded
+from .handoffs import Handoff, HandoffResult
+from .hookspecs import DROP, ToolCallBlocked
 from .tools import Tool, ToolArgumentsError, tool_result_text
 from .wire import ChunkAssembler, add_usage, chat_completion, chat_completion_chunk, empty_usage
 
@@ -49,6 +51,7 @@ class ToolLoop:
         agent = self.agent
         try:
             await agent.dispatch("on_connection", context)
+            agent.check_access(context)
             for i, message in enumerate(context.messages):
                 context.messages[i] = await agent.dispatch("on_message", context, message=message)
             return await self._run_turns(context, emit)
@@ -60,7 +63,7 @@ class ToolLoop:
         llm = agent.llm
         if llm is None:
             raise ConfigurationError(f"agent '{agent.name}' has no model: set model= or add an LLM skill")
-        server_tools = {t.name: t for t in agent.tools_for_scope(context.auth_scope)}
+        server_tools = agent.callables_for_scope(context.auth_scope)
         external = _external_tool_names(context.tools, server_tools)
         tool_defs = [t.definition() for t in server_tools.values()] + context.tools
         params = {k: v for k, v in context.params.items() if k not in _LOOP_PARAMS and v is not None}
@@ -79,7 +82,7 @@ class ToolLoop:
             else:
                 message, finish_reason, turn_usage = await _model_turn(llm, messages, tool_defs, params)
             add_usage(usage, turn_usage)
-            _record_usage(context, llm, turn_usage)
+            context.track_llm_usage(agent.model_name or type(llm).__name__, turn_usage)
             if message.get("content"):
                 texts.append(message["content"])
             calls = message.get("tool_calls") or []
@@ -120,27 +123,71 @@ class ToolLoop:
         )
 
     async def _run_tool_call(
-        self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool]
+        self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool | Handoff]
     ) -> dict[str, Any]:
-        """Run one server-side call; any failure becomes the tool's result, for the model."""
-        agent = self.agent
-        call = await agent.dispatch("before_toolcall", context, tool_call=call)
-        name = call["function"]["name"]
-        tool = server_tools.get(name)
-        if tool is None:
-            result = f"Error: there is no tool named '{name}'; available tools: " + (
-                ", ".join(sorted(server_tools)) or "none"
-            )
+        """Run one server-side call (a tool or a handoff); a failure becomes its result."""
+        target = server_tools.get(call["function"]["name"])
+        if isinstance(target, Handoff):
+            result = await self._run_handoff(context, call, target)
         else:
-            try:
-                result = tool_result_text(await tool.invoke(call["function"].get("arguments"), context))
-            except ToolArgumentsError as exc:
-                result = f"Error: {exc}"
-            except Exception as exc:
-                logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
-                result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
-        result = await agent.dispatch("after_toolcall", context, tool_call=call, result=result)
+            result = await self._run_tool(context, call, server_tools)
         return {"role": "tool", "tool_call_id": call["id"], "content": tool_result_text(result)}
+
+    async def _run_tool(
+        self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool | Handoff]
+    ) -> Any:
+        agent = self.agent
+        try:
+            call = await agent.dispatch("before_toolcall", context, tool_call=call)
+        except ToolCallBlocked as blocked:
+            result = blocked.result
+        else:
+            name = call["function"]["name"]
+            tool = server_tools.get(name)
+            if not isinstance(tool, Tool):
+                result = f"Error: there is no tool named '{name}'; available tools: " + (
+                    ", ".join(sorted(server_tools)) or "none"
+                )
+            else:
+                try:
+                    result = tool_result_text(await tool.invoke(call["function"].get("arguments"), context))
+                except ToolArgumentsError as exc:
+                    result = f"Error: {exc}"
+                except Exception as exc:
+                    logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
+                    result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
+        return await agent.dispatch("after_toolcall", context, tool_call=call, result=result)
+
+    async def _run_handoff(self, context: Context, call: dict[str, Any], handoff: Handoff) -> Any:
+        """``before_handoff``, the handoff, ``after_handoff``; the result's text is returned.
+
+        Bad arguments and a failing target become an error result for the model; a
+        ConfigurationError (an unreachable agent) ends the request.
+        """
+        agent = self.agent
+        try:
+            arguments = handoff.validate_arguments(call["function"].get("arguments"))
+        except ToolArgumentsError as exc:
+            return f"Error: {exc}"
+        request = await agent.dispatch(
+            "before_handoff", context,
+            handoff={
+                "name": handoff.name, "type": getattr(handoff, "kind", handoff.handoff_type),
+                "target": handoff.target, "arguments": arguments, "messages": list(context.messages),
+            },
+        )
+        try:
+            result = await handoff.execute(context, request)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            logger.warning("handoff '%s' of agent '%s' failed", handoff.name, agent.name, exc_info=True)
+            result = HandoffResult(
+                result=f"Error: handoff '{handoff.name}' failed: {type(exc).__name__}: {exc}",
+                handoff_type=request["type"], transfer_complete=False,
+            )
+        result = await agent.dispatch("after_handoff", context, handoff=request, result=result)
+        return result.result if isinstance(result, HandoffResult) else result
 
 
 async def _model_turn(
@@ -171,7 +218,8 @@ class _Stream:
 
     async def send(self, delta: dict[str, Any], finish_reason: str | None = None) -> None:
         chunk = await self.context.agent.dispatch("on_chunk", self.context, chunk=self._chunk(delta, finish_reason))
-        self.emit(chunk)
+        if chunk is not DROP:
+            self.emit(chunk)
 
     async def model_turn(
         self,
@@ -241,11 +289,3 @@ def _external_tool_names(tools: list[dict[str, Any]], server_tools: dict[str, To
             )
         names.add(name)
     return names
-
-
-def _record_usage(context: Context, llm: LLMSkill, usage: dict[str, Any] | None) -> None:
-    if usage:
-        context.track_usage(
-            0, f"model call to {llm.model or type(llm).__name__}", kind="llm",
-            metadata={k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-        )

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 class Skill:
     """A bundle of tools, hooks and prompts that an agent is built from.
 
-    Subclass it, decorate methods with ``@tool``, ``@hook`` and ``@prompt``, and pass an
-    instance to ``Agent(skills={"name": MySkill(config)})``. Give each agent its own instance.
+    Subclass it, decorate methods with ``@tool``, ``@hook``, ``@prompt``, ``@handoff`` and
+    ``@http``, and pass an instance to ``Agent(skills={"name": MySkill(config)})``. Give each agent its own instance.
 
     Args:
         config: the skill's settings (from code or from the ``skills:`` mapping of an agents
@@ -55,6 +55,11 @@ class Skill:
         thread-safe; the tool is the agent's, not only this request's.
         """
         self._require_agent().register_tool(func, scope=scope, source=self)
+
+    def register_handoff(self, handoff: Any, scope: Scope = None) -> None:
+        """Offer a handoff (``handoff(...)`` object or ``@handoff`` function) to this skill's
+        agent at run time; same timing as :meth:`register_tool`."""
+        self._require_agent().register_handoff(handoff, scope=scope, source=self)
 
     def register_hook(
         self,

@@ -58,9 +58,14 @@ class Tool:
         self.parameters = _parameters_schema(self._arguments_model)
 
     @classmethod
-    def from_function(cls, func: Callable[..., Any]) -> Tool:
-        """Build a Tool from a function, honouring the options ``@tool`` stored on it."""
-        options = getattr(func, TOOL_MARKER, {})
+    def from_function(cls, func: Callable[..., Any], default_scope: Scope = None) -> Tool:
+        """Build a Tool from a function, honouring the options ``@tool`` stored on it.
+
+        ``default_scope`` applies when ``@tool`` set no scope (a skill passes its own).
+        """
+        options = dict(getattr(func, TOOL_MARKER, {}))
+        if options.get("scope") is None:
+            options["scope"] = default_scope
         return cls(func, **options)
 
     def definition(self) -> dict[str, Any]:
