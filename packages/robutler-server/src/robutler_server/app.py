@@ -2,7 +2,9 @@
 
 Routes: ``POST /{agent}/chat/completions`` and ``GET /{agent}`` per agent (so
 ``OpenAI(base_url="http://host:port/{agent}")`` works), ``POST /v1/chat/completions`` with
-``model`` = agent name, ``GET /v1/models``, ``GET /agents``, ``GET /skills``, ``GET /health``.
+``model`` = agent name, ``GET /v1/models``, ``GET /agents``, ``GET /skills``, ``GET /health``,
+and each agent's ``@http`` handlers under ``/{agent}/...``. The agents can hand off to each
+other by name (:func:`robutler_core.connect_agents`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from robutler_core import Agent
+from robutler_core import Agent, connect_agents
 from robutler_core.errors import BadRequestError, ConfigurationError, NotFoundError, RobutlerError
 from robutler_core.plugins import SkillRegistry, installed_skills
 
 from .errors import install_error_handlers, internal_error, logger, sse_event
+from .http_routes import mount_http_routes
 from .schemas import ChatCompletionRequest
 
 RESERVED_NAMES = frozenset(
@@ -37,8 +40,8 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
 
-    Raises ConfigurationError when two agents share a name or a name shadows a server route
-    (:data:`RESERVED_NAMES`).
+    Raises ConfigurationError when two agents share a name, a name shadows a server route
+    (:data:`RESERVED_NAMES`), or a handoff names an agent that is not served here.
     """
     by_name: dict[str, Agent] = {}
     for agent in agents:
@@ -50,11 +53,14 @@ def create_app(
         if agent.name in by_name:
             raise ConfigurationError(f"two agents are named '{agent.name}'")
         by_name[agent.name] = agent
+    connect_agents(list(by_name.values()))
     started = int(time.time())
 
     app = FastAPI(title=title)
     app.state.agents = by_name
     install_error_handlers(app)
+    for agent in by_name.values():
+        mount_http_routes(app, agent)
 
     def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
         if not name:
@@ -95,28 +101,33 @@ def create_app(
         }
 
     @app.post("/v1/chat/completions")
-    async def v1_chat_completions(body: ChatCompletionRequest) -> Any:
-        return await complete(find_agent(body.model, as_model=True), body)
+    async def v1_chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        return await complete(find_agent(body.model, as_model=True), body, request)
 
     @app.get("/{agent_name}")
     async def agent_info(agent_name: str) -> dict[str, Any]:
         return find_agent(agent_name).info()
 
     @app.post("/{agent_name}/chat/completions")
-    async def chat_completions(agent_name: str, body: ChatCompletionRequest) -> Any:
-        return await complete(find_agent(agent_name), body)
+    async def chat_completions(agent_name: str, body: ChatCompletionRequest, request: Request) -> Any:
+        return await complete(find_agent(agent_name), body, request)
 
     return app
 
 
-async def complete(agent: Agent, body: ChatCompletionRequest) -> Any:
-    """Serve one chat-completions request; streaming answers are server-sent events."""
+async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) -> Any:
+    """Serve one chat-completions request; streaming answers are server-sent events.
+
+    The Context carries the request's headers, so an ``on_connection`` hook can authenticate.
+    """
     messages = body.messages_as_dicts()
     tools = body.tools_as_dicts()
-    params = body.model_params()
+    context = agent.new_context(
+        messages, tools, bool(body.stream), headers=dict(request.headers), **body.model_params()
+    )
     if not body.stream:
-        return JSONResponse(await agent.run(messages, tools, **params))
-    stream = agent.run_streaming(messages, tools, **params)
+        return JSONResponse(await agent.run(messages, tools, context=context))
+    stream = agent.run_streaming(messages, tools, context=context)
     try:
         # Pull the first chunk before answering, so that a failure before any output (auth,
         # payment, a provider's 429) gets its own HTTP status rather than a 200 stream.

@@ -1,0 +1,361 @@
+"""The whole lifecycle of real runs: event order across skills, rewriting, dropping, blocking."""
+
+import asyncio
+
+import pytest
+
+from robutler_core import DROP, Agent, Skill, ToolCallBlocked, hook, prompt, tool
+from robutler_core.errors import PermissionDeniedError, RateLimitError
+from robutler_core.testing import ScriptedModel, text_chunks, tool_call_chunks
+
+USER = [{"role": "user", "content": "what is the weather"}]
+
+
+def recorder(log):
+    """Two skills and agent-level hooks that log every event with its priority."""
+
+    class Audit(Skill):
+        @hook("on_connection", priority=20)
+        def connection(self, context):
+            log.append("audit.on_connection.20")
+
+        @hook("on_message", priority=20)
+        def message(self, context, message):
+            log.append(f"audit.on_message.{message['role']}")
+
+        @hook("on_chunk", priority=90)
+        def chunk(self, context, chunk):
+            if not log or log[-1] != "audit.on_chunk":
+                log.append("audit.on_chunk")
+
+        @hook("before_toolcall", priority=40)
+        def before(self, context, tool_call):
+            log.append(f"audit.before_toolcall.{tool_call['function']['name']}")
+
+        @hook("after_toolcall", priority=40)
+        def after(self, context, tool_call, result):
+            log.append(f"audit.after_toolcall={result}")
+
+        @hook("finalize_connection", priority=90)
+        def finalize(self, context):
+            log.append("audit.finalize_connection.90")
+
+    class Weather(Skill):
+        @tool
+        def get_weather(self, city: str) -> str:
+            """Weather of a city."""
+            log.append("tool.get_weather")
+            return "sunny"
+
+        @hook("on_connection", priority=5)
+        async def early(self, context):
+            log.append("weather.on_connection.5")
+
+        @hook("before_toolcall", priority=40)
+        def before(self, context, tool_call):
+            log.append("weather.before_toolcall.40")
+
+        @hook("finalize_connection", priority=10)
+        async def finalize(self, context):
+            log.append("weather.finalize_connection.10")
+
+    hooks = {
+        "on_connection": [lambda context: log.append("agent.on_connection.50")],
+        "finalize_connection": [{"handler": lambda context: log.append("agent.finalize_connection.1"),
+                                 "priority": 1}],
+    }
+    return {"audit": Audit(), "weather": Weather()}, hooks
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_events_fire_in_order_across_skills_and_agent_hooks(stream):
+    log = []
+    skills, hooks = recorder(log)
+    agent = Agent("a", model="test", skills=skills, hooks=hooks)
+    if stream:
+        chunks = [c async for c in agent.run_streaming(USER)]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    else:
+        await agent.run(USER)
+    expected = [
+        "weather.on_connection.5", "audit.on_connection.20", "agent.on_connection.50",
+        "audit.on_message.user",
+        "audit.before_toolcall.get_weather", "weather.before_toolcall.40",  # equal priority: skill order
+        "tool.get_weather",
+        'audit.after_toolcall=sunny',
+        "audit.on_message.assistant",
+        "agent.finalize_connection.1", "weather.finalize_connection.10", "audit.finalize_connection.90",
+    ]
+    if stream:  # the role chunk goes out with the model's first chunk; the text after the tools
+        expected.insert(expected.index("audit.before_toolcall.get_weather"), "audit.on_chunk")
+        expected.insert(expected.index("audit.on_message.assistant"), "audit.on_chunk")
+        expected.insert(expected.index("audit.on_message.assistant") + 1, "audit.on_chunk")  # finish
+    assert log == expected
+
+
+async def test_on_chunk_may_drop_chunks_and_later_hooks_do_not_see_them():
+    seen = []
+
+    class Filter(Skill):
+        @hook("on_chunk", priority=10)
+        def drop_secret(self, context, chunk):
+            delta = chunk["choices"][0]["delta"] if chunk["choices"] else {}
+            if delta.get("content") == "secret":
+                return DROP
+
+        @hook("on_chunk", priority=20)
+        def later(self, context, chunk):
+            seen.append(chunk)
+
+    model = ScriptedModel([text_chunks("publicsecret text.", pieces=3)])  # public|secret| text.
+    agent = Agent("a", model=model, skills={"filter": Filter()})
+    chunks = [c async for c in agent.run_streaming(USER)]
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert sent == "public text."
+    assert all("secret" not in str(c) for c in seen)
+    assert len(seen) == len(chunks)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_before_toolcall_blocks_a_call_with_a_result_the_model_sees(stream):
+    ran = []
+    after = []
+
+    class Guard(Skill):
+        @tool
+        def delete_everything(self, confirm: bool) -> str:
+            """Deletes everything."""
+            ran.append(confirm)
+            return "deleted"
+
+        @hook("before_toolcall")
+        def block(self, context, tool_call):
+            if tool_call["function"]["name"] == "delete_everything":
+                raise ToolCallBlocked("blocked by policy: deleting is not allowed")
+
+        @hook("after_toolcall")
+        def audit(self, context, tool_call, result):
+            after.append(result)
+
+    agent = Agent("a", model="test", skills={"guard": Guard()})
+    if stream:
+        chunks = [c async for c in agent.run_streaming(USER)]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    else:
+        text = (await agent.run(USER))["choices"][0]["message"]["content"]
+    assert ran == []
+    assert after == ["blocked by policy: deleting is not allowed"]
+    assert text == "Tool results: delete_everything returned blocked by policy: deleting is not allowed"
+
+
+async def test_before_toolcall_rewrites_arguments_and_after_toolcall_rewrites_result():
+    class Rewriter(Skill):
+        @tool
+        def shout(self, text: str) -> str:
+            """Upper-cases text."""
+            return text.upper()
+
+        @hook("before_toolcall")
+        def rewrite(self, context, tool_call):
+            return {**tool_call, "function": {**tool_call["function"], "arguments": '{"text": "rewritten"}'}}
+
+        @hook("after_toolcall")
+        def annotate(self, context, tool_call, result):
+            return f"{result} (checked)"
+
+    agent = Agent("a", model="test", skills={"r": Rewriter()})
+    answer = await agent.run(USER)
+    assert answer["choices"][0]["message"]["content"] == "Tool results: shout returned REWRITTEN (checked)"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_guard_fails_closed_before_the_model_and_finalize_runs_once(stream):
+    model = ScriptedModel([])  # any model call would fail the test
+    finalized = []
+
+    def limit(context):
+        raise RateLimitError("too many requests", retry_after=3)
+
+    agent = Agent("a", model=model, hooks={
+        "on_connection": limit, "finalize_connection": lambda context: finalized.append(context.request_id),
+    })
+    with pytest.raises(RateLimitError):
+        if stream:
+            [c async for c in agent.run_streaming(USER)]
+        else:
+            await agent.run(USER)
+    assert model.calls == [] and len(finalized) == 1
+
+
+async def test_failing_observer_never_loses_the_response_or_the_usage():
+    billed = []
+
+    class Billing(Skill):
+        @hook("after_toolcall", priority=1)
+        def broken(self, context, tool_call, result):
+            raise RuntimeError("audit store down")
+
+        @hook("finalize_connection", priority=1)
+        def broken_finalize(self, context):
+            raise RuntimeError("analytics down")
+
+        @hook("finalize_connection", priority=2)
+        def bill(self, context):
+            billed.append(sum(r.metadata["total_tokens"] for r in context.usage_records if r.kind == "llm"))
+
+        @tool
+        def ping(self) -> str:
+            """Ping."""
+            return "pong"
+
+    agent = Agent("a", model="test", skills={"billing": Billing()})
+    answer = await agent.run(USER)
+    assert answer["choices"][0]["message"]["content"] == "Tool results: ping returned pong"
+    assert billed == [answer["usage"]["total_tokens"]] and billed[0] > 0
+
+
+# -- scopes ---------------------------------------------------------------------------------------
+class Auth(Skill):
+    """Sets the caller's scope from a header, as an auth skill would."""
+
+    @hook("on_connection", priority=1)
+    def authenticate(self, context):
+        context.set("auth_scope", context.headers.get("x-scope", "all"))
+
+
+class Admin(Skill):
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    @tool
+    def public_status(self) -> str:
+        """Status for everyone."""
+        return "ok"
+
+    @tool(scope="owner")
+    def owner_report(self) -> str:
+        """Report for the owner."""
+        self.log.append("owner_report ran")
+        return "report"
+
+    @tool(scope=["admin"])
+    def wipe(self) -> str:
+        """Admins only."""
+        self.log.append("wipe ran")
+        return "wiped"
+
+    @hook("on_connection", priority=2, scope="owner")
+    def owner_hook(self, context):
+        self.log.append(f"owner hook for {context.get('auth_scope')}")
+
+    @prompt(scope="owner")
+    def owner_prompt(self):
+        return "You talk to the owner."
+
+
+@pytest.mark.parametrize(
+    ("scope", "tools", "prompted"),
+    [
+        ("all", ["public_status"], False),
+        ("premium", ["public_status"], False),
+        ("owner", ["public_status", "owner_report"], True),
+        ("admin", ["public_status", "owner_report", "wipe"], True),
+    ],
+)
+async def test_scope_decides_which_tools_hooks_and_prompts_a_caller_gets(scope, tools, prompted):
+    log = []
+    model = ScriptedModel([text_chunks("fine")])
+    agent = Agent("a", model=model, skills={"auth": Auth(), "admin": Admin(log)})
+    context = agent.new_context(USER, None, False, headers={"X-Scope": scope})
+    await agent.run(USER, context=context)
+    messages, offered, _ = model.calls[0]
+    assert sorted(t["function"]["name"] for t in offered) == sorted(tools)
+    assert ("You talk to the owner." in messages[0]["content"]) is prompted
+    assert (log == [f"owner hook for {scope}"]) is prompted
+
+
+async def test_a_tool_outside_the_callers_scope_does_not_run_when_the_model_names_it():
+    log = []
+    model = ScriptedModel([tool_call_chunks([("wipe", "{}")]), text_chunks("done")])
+    agent = Agent("a", model=model, skills={"auth": Auth(), "admin": Admin(log)})
+    await agent.run(USER, context=agent.new_context(USER, None, False, headers={"x-scope": "owner"}))
+    tool_message = model.calls[1][0][-1]
+    assert tool_message["role"] == "tool"
+    assert tool_message["content"].startswith("Error: there is no tool named 'wipe'")
+    assert "wipe" not in tool_message["content"].split("available tools:")[1]
+    assert log == ["owner hook for owner"]
+
+
+async def test_agent_level_scope_refuses_other_callers_with_403():
+    model = ScriptedModel([text_chunks("hi owner")])
+    agent = Agent("private", model=model, skills={"auth": Auth()}, scopes=["owner"])
+    with pytest.raises(PermissionDeniedError, match="caller's scope is 'all'") as error:
+        await agent.run(USER)
+    assert error.value.status_code == 403 and model.calls == []
+    answer = await agent.run(USER, context=agent.new_context(USER, None, False, headers={"x-scope": "owner"}))
+    assert answer["choices"][0]["message"]["content"] == "hi owner"
+
+
+# -- skills: initialize, runtime registration, concurrency ----------------------------------------
+async def test_initialize_runs_once_under_concurrent_first_requests():
+    calls = []
+
+    class Slow(Skill):
+        async def initialize(self, agent):
+            calls.append(agent.name)
+            await asyncio.sleep(0.05)
+
+    agent = Agent("a", model="test", skills={"slow": Slow()})
+    await asyncio.gather(*(agent.run(USER) for _ in range(20)))
+    assert calls == ["a"]
+
+
+async def test_runtime_registration_under_concurrent_requests_loses_nothing():
+    class Registrar(Skill):
+        @hook("on_connection")
+        async def add_tool(self, context):
+            n = context.get("n")
+
+            def tool_fn() -> str:
+                return f"tool {n}"
+
+            tool_fn.__name__ = f"tool_{n}"
+            await asyncio.sleep(0)
+            self.register_tool(tool_fn)
+            self.register_hook("finalize_connection", lambda context: context.set("seen", True))
+
+    agent = Agent("a", model=ScriptedModel([text_chunks("x")] * 50), skills={"r": Registrar()})
+
+    async def one(n):
+        context = agent.new_context(USER, None, False)
+        context.set("n", n)
+        await agent.run(USER, context=context)
+        return context
+
+    contexts = await asyncio.gather(*(one(n) for n in range(50)))
+    assert sorted(t.name for t in agent.tools_for_scope("all")) == sorted(f"tool_{n}" for n in range(50))
+    assert all(c.get("seen") for c in contexts)
+    other = Agent("b", model="test")
+    assert other.tools_for_scope("all") == []  # registration does not leak into other agents
+
+
+async def test_concurrent_requests_never_see_each_others_usage():
+    class Meter(Skill):
+        @tool
+        async def work(self, context, units: int) -> str:
+            """Do some units of work."""
+            await asyncio.sleep(0.01)
+            context.track_usage(units, "work", kind="tool")
+            return "done"
+
+    agent = Agent("a", model="test", skills={"meter": Meter()})
+    seen = {}
+
+    async def one(n):
+        context = agent.new_context(USER, None, False)
+        await agent.run(USER, context=context)
+        seen[n] = [r.credits for r in context.usage_records if r.kind == "tool"]
+
+    await asyncio.gather(*(one(n) for n in range(30)))
+    assert all(records == [1] for records in seen.values())  # TestModel sends units=1 each time
