@@ -1,0 +1,186 @@
+"""Scopes from request headers, @http routes, handoffs and disconnects, over a real socket."""
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from fastapi import Request
+
+from robutler_core import Agent, Skill, handoff, hook, http, tool
+from robutler_core.errors import AuthenticationError, ConfigurationError
+from robutler_core.testing import ScriptedModel, text_chunks, tool_call_chunks
+from robutler_server import create_app
+from robutler_server.testing import serve_in_thread
+
+TOKENS = {"owner-token": ("alice", "owner"), "user-token": ("bob", "all"), "admin-token": ("root", "admin")}
+
+
+class BearerAuth(Skill):
+    """Maps a bearer token to a caller and a scope; no token at all is 401."""
+
+    @hook("on_connection", priority=1)
+    def authenticate(self, context):
+        token = context.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token not in TOKENS:
+            raise AuthenticationError("invalid or missing bearer token")
+        context.peer_user_id, scope = TOKENS[token]
+        context.set("auth_scope", scope)
+
+
+class Notes(Skill):
+    def __init__(self, finalized):
+        super().__init__()
+        self.notes = {"1": "buy milk"}
+        self.finalized = finalized
+
+    @tool(scope="owner")
+    def delete_notes(self) -> str:
+        """Delete all notes."""
+        return "deleted"
+
+    @tool
+    def count_notes(self) -> int:
+        """How many notes there are."""
+        return len(self.notes)
+
+    @http("/notes")
+    def list_notes(self, prefix: str = "") -> dict:
+        """List notes whose text starts with prefix."""
+        return {"notes": [n for n in self.notes.values() if n.startswith(prefix)]}
+
+    @http("/notes/{note_id}")
+    async def get_note(self, note_id: str, context) -> dict:
+        return {"id": note_id, "text": self.notes.get(note_id), "caller": context.peer_user_id}
+
+    @http("/notes", method="post", scope="owner")
+    async def add_note(self, note: dict, request: Request) -> dict:
+        self.notes[str(len(self.notes) + 1)] = note["text"]
+        return {"stored": note["text"], "via": request.method}
+
+    @hook("finalize_connection")
+    def done(self, context):
+        self.finalized.append(context.request_id)
+
+
+class SlowModel(ScriptedModel):
+    """Streams one chunk, then hangs until cancelled; records the cancellation."""
+
+    def __init__(self):
+        super().__init__([None] * 10)
+        self.cancelled = threading.Event()
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        import asyncio
+
+        yield text_chunks("first", pieces=1)[1]
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+@pytest.fixture(scope="module")
+def served():
+    finalized = []
+    slow = SlowModel()
+    front_model = ScriptedModel([
+        tool_call_chunks([("transfer_to_billing", {"task": "refund order 7"})]),
+        text_chunks("Billing handled it."),
+    ] * 2)
+    agents = [
+        Agent("notes", model="test", skills={"auth": BearerAuth(), "notes": Notes(finalized)}),
+        Agent("private", model="test", skills={"auth": BearerAuth()}, scopes=["owner"]),
+        Agent("front", model=front_model, handoffs=[handoff("billing")]),
+        Agent("billing", instructions="You refund orders.", model="test"),
+        Agent("slow", model=slow, hooks={"finalize_connection": lambda context: finalized.append("slow")}),
+    ]
+    with serve_in_thread(create_app(agents)) as url:
+        yield url, finalized, slow, front_model
+
+
+def chat(url, agent, token):
+    return openai.OpenAI(base_url=f"{url}/{agent}", api_key=token, max_retries=0)
+
+
+def test_caller_scope_from_the_bearer_token_decides_the_tools(served):
+    url, *_ = served
+    owner = chat(url, "notes", "owner-token").chat.completions.create(model="notes", messages=[
+        {"role": "user", "content": "hi"}])
+    user = chat(url, "notes", "user-token").chat.completions.create(model="notes", messages=[
+        {"role": "user", "content": "hi"}])
+    assert owner.choices[0].message.content == "Tool results: count_notes returned 1; delete_notes returned deleted"
+    assert user.choices[0].message.content == "Tool results: count_notes returned 1"
+
+
+def test_bad_token_is_401_and_agent_scope_is_403(served):
+    url, *_ = served
+    with pytest.raises(openai.AuthenticationError, match="invalid or missing bearer token"):
+        chat(url, "notes", "nope").chat.completions.create(model="notes", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.PermissionDeniedError, match="caller's scope is 'all'") as error:
+        chat(url, "private", "user-token").chat.completions.create(
+            model="private", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert error.value.body["code"] == "scope_not_allowed"
+    answer = chat(url, "private", "owner-token").chat.completions.create(
+        model="private", messages=[{"role": "user", "content": "x"}])
+    assert answer.choices[0].message.content == 'TestModel received: "x"'
+
+
+def test_http_routes_get_query_path_and_body_parameters(served):
+    url, finalized, *_ = served
+    owner = {"authorization": "Bearer owner-token"}
+    with httpx.Client(base_url=url, headers=owner) as client:
+        assert client.get("/notes/notes", params={"prefix": "buy"}).json() == {"notes": ["buy milk"]}
+        assert client.get("/notes/notes/1").json() == {"id": "1", "text": "buy milk", "caller": "alice"}
+        before = len(finalized)
+        stored = client.post("/notes/notes", json={"text": "call mum"})
+        assert stored.status_code == 200 and stored.json() == {"stored": "call mum", "via": "POST"}
+        assert len(finalized) == before + 1  # finalize_connection runs for @http requests too
+        assert client.get("/notes/notes", params={"prefix": "call"}).json() == {"notes": ["call mum"]}
+    info = httpx.get(f"{url}/notes").json()
+    assert {"method": "POST", "path": "/notes/notes"} in info["http"]
+
+
+def test_http_route_errors(served):
+    url, *_ = served
+    user = {"authorization": "Bearer user-token"}
+    forbidden = httpx.post(f"{url}/notes/notes", json={"text": "x"}, headers=user)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"]["message"] == (
+        "POST /notes/notes needs the scope(s) owner; the caller's scope is 'all'"
+    )
+    assert httpx.get(f"{url}/notes/notes").status_code == 401  # the auth hook runs for @http too
+    assert httpx.delete(f"{url}/notes/notes", headers=user).status_code == 405
+    bad_body = httpx.post(f"{url}/notes/notes", content=b"[1,", headers={
+        "authorization": "Bearer owner-token", "content-type": "application/json"})
+    assert bad_body.status_code == 400 and bad_body.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_handoff_between_agents_served_together(served):
+    url, _, _, front_model = served
+    answer = chat(url, "front", "x").chat.completions.create(model="front", messages=[
+        {"role": "user", "content": "I want a refund"}])
+    assert answer.choices[0].message.content == "Billing handled it."
+    assert front_model.calls[-1][0][-1]["content"] == 'TestModel received: "refund order 7"'
+
+
+def test_handoff_to_an_agent_that_is_not_served_is_refused_at_start_up():
+    with pytest.raises(ConfigurationError, match="'billing', which this process does not serve"):
+        create_app([Agent("front", model="test", handoffs=[handoff("billing")])])
+
+
+def test_client_disconnect_cancels_the_model_and_finalizes_once(served):
+    url, finalized, slow, _ = served
+    before = finalized.count("slow")
+    with httpx.stream("POST", f"{url}/slow/chat/completions", json={
+            "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")  # the role chunk has arrived; hang up now
+    assert slow.cancelled.wait(5)
+    deadline = time.monotonic() + 5
+    while finalized.count("slow") == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert finalized.count("slow") == before + 1
