@@ -1,4 +1,5 @@
-"""The ``robutler`` command: ``robutler serve [AGENTS_FILE]`` and ``robutler skills``."""
+"""The ``robutler`` command: ``robutler serve [AGENTS_FILE]``, ``robutler skills`` and
+``robutler new-skill NAME``."""
 
 from __future__ import annotations
 
@@ -82,6 +83,26 @@ def skills() -> None:
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(json.dumps(described, indent=2))
+
+
+@cli.command("new-skill")
+@click.argument("name")
+@click.option("--directory", "-d", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Where to create the package directory.")
+@click.option("--description", help="One line describing the skill.")
+def new_skill(name: str, directory: str, description: str | None) -> None:
+    """Create the skill package robutler-skill-NAME: pyproject with entry point, module,
+    README and a passing test."""
+    from pathlib import Path
+
+    from .scaffold import create_skill_package
+
+    try:
+        target = create_skill_package(name, Path(directory), description)
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"created {target}")
+    click.echo(f"next: cd {target} && pip install -e '.[test]' && pytest")
 
 
 def main() -> None:
