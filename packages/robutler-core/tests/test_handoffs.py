@@ -132,3 +132,17 @@ async def test_handoff_loops_stop_at_the_depth_limit():
     connect_agents([ping, pong])
     answer = await ping.run(USER)
     assert "handoffs are nested 5 deep" in answer["choices"][0]["message"]["content"]
+
+
+async def test_a_skill_registers_a_handoff_at_run_time():
+    class Router(Skill):
+        @hook("on_connection")
+        def add(self, context):
+            if not context.agent.handoffs_for_scope("all"):
+                self.register_handoff(handoff("test/expert", name="ask_expert"))
+
+    model = ScriptedModel([tool_call_chunks([("ask_expert", {"task": "explain"})]), text_chunks("ok")])
+    agent = Agent("a", model=model, skills={"router": Router()})
+    await agent.run(USER)
+    assert [t["function"]["name"] for t in model.calls[0][1]] == ["ask_expert"]
+    assert model.calls[1][0][-1]["content"] == 'TestModel received: "explain"'

@@ -20,7 +20,7 @@ from .models import resolve_model
 from .plugins import SkillRegistry, installed_skills
 from .scopes import Scope, normalize_scope, scope_admits
 from .skill import LLMSkill, Skill
-from .tools import TOOL_MARKER, Tool
+from .tools import TOOL_MARKER, Tool, call_function
 
 logger = logging.getLogger("robutler_core.agent")
 
@@ -407,10 +407,7 @@ class Agent:
                     )
                 if "context" in inspect.signature(route.func).parameters:
                     arguments = {**arguments, "context": context}
-                if inspect.iscoroutinefunction(inspect.unwrap(route.func)):
-                    return await route.func(**arguments)
-                result = await asyncio.to_thread(route.func, **arguments)
-                return await result if inspect.isawaitable(result) else result
+                return await call_function(route.func, arguments)
             finally:
                 await self.dispatch("finalize_connection", context)
         finally:

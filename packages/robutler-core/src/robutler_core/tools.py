@@ -120,15 +120,21 @@ class Tool:
         kwargs = self.validate_arguments(arguments)
         if self.takes_context:
             kwargs["context"] = context
-        if inspect.iscoroutinefunction(inspect.unwrap(self.func)):
-            return await self.func(**kwargs)
-        result = await asyncio.to_thread(self.func, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await call_function(self.func, kwargs)
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
+
+
+async def call_function(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``func(**kwargs)``: awaited when async, in a worker thread (``asyncio.to_thread``,
+    which carries the request's Context) when sync."""
+    if inspect.iscoroutinefunction(inspect.unwrap(func)):
+        return await func(**kwargs)
+    result = await asyncio.to_thread(func, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def tool_result_text(result: Any) -> str:
