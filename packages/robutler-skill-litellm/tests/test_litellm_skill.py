@@ -127,3 +127,25 @@ async def test_embed(upstream):
     vectors = await skill.embed(["one", "two words"], model="openai/fake-embedding")
     assert len(vectors) == 2 and len(vectors[0]) == 8 and vectors[0] != vectors[1]
     assert upstream.requests[0].body["input"] == ["one", "two words"]
+
+
+async def test_cost_from_the_price_map_is_recorded_with_the_usage(upstream):
+    upstream.enqueue_completion({"role": "assistant", "content": "hi"},
+                                usage={"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000})
+    skill = LiteLLMSkill({"api_base": upstream.base_url, "api_key": "sk-config"})
+    agent = Agent("priced", model="litellm/openai/gpt-4o-mini", skills={"litellm": skill})
+    context = agent.new_context(USER, None, False)
+    await agent.run(USER, context=context)
+    [record] = context.usage_records
+    assert record.metadata["model"] == "litellm/openai/gpt-4o-mini"
+    assert record.metadata["cost_usd"] == pytest.approx(0.00015 + 0.0006)
+    assert record.credits == record.metadata["cost_usd"]
+
+
+def test_model_cost_hook_prices_any_skill_and_knows_what_it_does_not_know():
+    from robutler_core.plugins import model_cost
+
+    usage = {"prompt_tokens": 1000, "completion_tokens": 1000}
+    assert model_cost("openai/gpt-4o-mini", usage) == pytest.approx(0.00075)
+    assert model_cost("anthropic/claude-sonnet-4-5", usage) == pytest.approx(0.018)
+    assert model_cost("openai/no-such-model", usage) is None

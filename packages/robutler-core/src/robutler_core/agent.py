@@ -63,6 +63,10 @@ class Agent:
             takes a list). A caller whose ``auth_scope`` (as set by the ``on_connection``
             hooks) it does not admit gets 403 before the model is called.
         max_turns: model calls allowed per request before :class:`~robutler_core.errors.MaxTurnsExceeded`.
+        fallbacks: models (``"provider/model"`` or LLMSkill instances) tried in order when the
+            model fails with a retryable error (429, 5xx, timeout); the LLM skill's own
+            ``config["fallbacks"]`` come after these. Which model answered is in
+            ``context.answered_by`` and the usage records.
         registry: where skill names (dependencies, model prefixes) resolve; defaults to the
             installed plugins.
 
@@ -85,6 +89,7 @@ class Agent:
         hooks: dict[str, Any] | None = None,
         handoffs: list[Any] | None = None,
         scopes: list[str] | None = None,
+        fallbacks: list[str | LLMSkill] | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME_PATTERN.match(name):
             raise ConfigurationError(
@@ -112,6 +117,12 @@ class Agent:
         self.skills: dict[str, Skill] = {}
         given = dict(skills or {})
         self.llm = self._resolve_llm(model, given)
+        self.fallbacks: list[LLMSkill] = [
+            resolve_model(m, self.registry, configured=given)
+            for m in [*(fallbacks or []), *(self.llm.fallbacks if self.llm else [])]
+        ]
+        if self.fallbacks and self.llm is None:
+            raise ConfigurationError(f"agent '{name}' has fallbacks but no model")
         for skill_name, skill in self._with_dependencies(given).items():
             self._add_skill(skill_name, skill)
         for func in tools or []:
@@ -337,6 +348,7 @@ class Agent:
             "object": "agent",
             "instructions": self.instructions,
             "model": self.model_name,
+            "fallbacks": [f.full_model_name for f in self.fallbacks],
             "skills": sorted(self.skills),
             "tools": [t.definition() for t in self.tools_for_scope("all")],
             "handoffs": [
@@ -351,11 +363,7 @@ class Agent:
         """``provider/model`` of the agent's LLM skill when known."""
         if self.llm is None:
             return None
-        prefixes = type(self.llm).model_prefixes
-        model = self.llm.model
-        if not prefixes:
-            return model
-        return f"{prefixes[0]}/{model}" if model else prefixes[0]
+        return self.llm.full_model_name
 
     # -- running -----------------------------------------------------------------------------
     async def _ensure_initialized(self) -> None:

@@ -54,6 +54,8 @@ class Context:
         headers: the HTTP request's headers, names lower-cased (empty outside a server).
         handoff_depth: 0 for a client's request, n for a request made by the n-th nested
             handoff to a local agent.
+        answered_by: ``"provider/model"`` of each model call of the request, in order (a
+            fallback model shows here when it answered).
         completion_id: the ``id`` of the ``chat.completion`` being produced.
         usage_records: :class:`UsageRecord` entries added with :meth:`track_usage`.
     """
@@ -68,6 +70,7 @@ class Context:
     payment_token: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     handoff_depth: int = 0
+    answered_by: list[str] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
     completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
@@ -103,17 +106,21 @@ class Context:
         self.usage_records.append(record)
         return record
 
-    def track_llm_usage(self, model: str, usage: dict[str, Any] | None, credits: float = 0) -> UsageRecord | None:
+    def track_llm_usage(
+        self, model: str, usage: dict[str, Any] | None, cost_usd: float | None = None
+    ) -> UsageRecord | None:
         """Record one model call's ``usage`` (OpenAI ``usage`` dict) as a ``kind="llm"`` record.
 
-        ``metadata`` holds ``model``, ``prompt_tokens``, ``completion_tokens`` and
-        ``total_tokens``. Nothing is recorded when ``usage`` is empty.
+        ``credits`` is the cost in US dollars (0 when unknown); ``metadata`` holds ``model``,
+        ``prompt_tokens``, ``completion_tokens``, ``total_tokens`` and ``cost_usd`` (``None``
+        when unknown). Nothing is recorded when ``usage`` is empty.
         """
         if not usage:
             return None
-        metadata = {"model": model}
+        metadata: dict[str, Any] = {"model": model}
         metadata.update({k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
-        return self.track_usage(credits, f"model call to {model}", kind="llm", metadata=metadata)
+        metadata["cost_usd"] = cost_usd
+        return self.track_usage(cost_usd or 0, f"model call to {model}", kind="llm", metadata=metadata)
 
     # -- agent capabilities ------------------------------------------------------------------
     @property

@@ -129,7 +129,65 @@ class MaxTurnsExceeded(RobutlerError):
     code = "max_turns_exceeded"
 
 
+RETRYABLE_ERRORS: tuple[type[RobutlerError], ...] = (RateLimitError, UpstreamError)
+"""Provider failures worth another try, on the same model later or on a fallback model:
+429 and the 5xx family (502, 503, 504). 400, 401, 403 and 404 are not: another try gets the
+same answer."""
+
+
+def upstream_error(
+    status: int | None,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    code: str | None = None,
+) -> RobutlerError:
+    """The Robutler error for a provider's HTTP ``status`` (``None``: no answer at all).
+
+    401 -> AuthenticationError, 403 -> PermissionDeniedError, 404 -> NotFoundError
+    (``model_not_found``), 400/413/422 -> BadRequestError, 429 -> RateLimitError with
+    ``retry_after``, 408 and 504 -> UpstreamTimeoutError, 503 and 529 (overloaded) ->
+    ServiceUnavailableError, anything else -> UpstreamError (502). Provider skills keep the
+    provider's message in ``message``.
+    """
+    if status == 401:
+        return AuthenticationError(message, code=code or "upstream_authentication_error")
+    if status == 403:
+        return PermissionDeniedError(message, code=code)
+    if status == 404:
+        return NotFoundError(message, code=code or "model_not_found")
+    if status in (400, 413, 422):
+        return BadRequestError(message, code=code)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after, code=code)
+    if status in (408, 504):
+        return UpstreamTimeoutError(message)
+    if status in (503, 529):
+        return ServiceUnavailableError(message, code=code)
+    if status is None:
+        return UpstreamError(message, code=code or "upstream_connection_error")
+    return UpstreamError(message, code=code or f"upstream_{status}")
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from a ``retry-after`` (or ``retry-after-ms``) header of a mapping, else ``None``.
+
+    HTTP dates are not supported (providers send seconds).
+    """
+    if headers is None:
+        return None
+    try:
+        milliseconds = headers.get("retry-after-ms")
+        if milliseconds is not None:
+            return float(milliseconds) / 1000
+        value = headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 __all__ = [
+    "RETRYABLE_ERRORS",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -142,4 +200,6 @@ __all__ = [
     "ServiceUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "parse_retry_after",
+    "upstream_error",
 ]

@@ -23,6 +23,15 @@ class DiscoverySpecs:
     def register_skills(self, register: Callable[..., None]) -> None:
         """Register skill classes: call ``register(SkillClass, name="weather")`` for each."""
 
+    @hookspec(firstresult=True)
+    def model_cost(self, model: str, usage: dict[str, Any]) -> float | None:
+        """The cost in US dollars of one model call, or ``None`` when this plugin does not know.
+
+        ``model`` is ``"provider/model"`` as written in ``Agent(model=...)``; ``usage`` is
+        OpenAI's ``usage`` dict (``prompt_tokens``, ``completion_tokens``). The first plugin
+        that answers wins (robutler-skill-litellm answers from LiteLLM's price map).
+        """
+
 
 class LifecycleSpecs:
     """Request lifecycle events; a skill's ``@hook(event)`` method implements one.

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .context import Context
-from .errors import BadRequestError, ConfigurationError, MaxTurnsExceeded
+from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
 from .tools import Tool, ToolArgumentsError, tool_result_text
@@ -60,9 +60,9 @@ class ToolLoop:
 
     async def _run_turns(self, context: Context, emit: Emit | None) -> dict[str, Any]:
         agent = self.agent
-        llm = agent.llm
-        if llm is None:
+        if agent.llm is None:
             raise ConfigurationError(f"agent '{agent.name}' has no model: set model= or add an LLM skill")
+        chain = [agent.llm, *agent.fallbacks]
         server_tools = agent.callables_for_scope(context.auth_scope)
         external = _external_tool_names(context.tools, server_tools)
         tool_defs = [t.definition() for t in server_tools.values()] + context.tools
@@ -76,13 +76,15 @@ class ToolLoop:
         client_calls: list[dict[str, Any]] = []
         for _turn in range(agent.max_turns):
             if stream is not None:
-                message, finish_reason, turn_usage = await stream.model_turn(
-                    llm, messages, tool_defs, params, external
+                message, finish_reason, turn_usage, llm = await stream.model_turn(
+                    chain, messages, tool_defs, params, external
                 )
             else:
-                message, finish_reason, turn_usage = await _model_turn(llm, messages, tool_defs, params)
+                message, finish_reason, turn_usage, llm = await _model_turn(chain, messages, tool_defs, params)
+            context.answered_by.append(llm.full_model_name)
             add_usage(usage, turn_usage)
-            context.track_llm_usage(agent.model_name or type(llm).__name__, turn_usage)
+            if turn_usage:
+                context.track_llm_usage(llm.full_model_name, turn_usage, await llm.usage_cost(turn_usage))
             if message.get("content"):
                 texts.append(message["content"])
             calls = message.get("tool_calls") or []
@@ -190,12 +192,32 @@ class ToolLoop:
         return result.result if isinstance(result, HandoffResult) else result
 
 
+Turn = tuple[dict[str, Any], str, dict[str, Any] | None, "LLMSkill"]
+"""A model turn's assistant message, finish reason, usage, and the LLM skill that answered."""
+
+
 async def _model_turn(
-    llm: LLMSkill, messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]], params: dict[str, Any]
-) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
-    completion = await llm.chat_completion(messages, tools=tool_defs or None, **params)
-    choice = completion["choices"][0]
-    return choice["message"], choice.get("finish_reason") or "stop", completion.get("usage")
+    chain: list[LLMSkill], messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]], params: dict[str, Any]
+) -> Turn:
+    for position, llm in enumerate(chain):
+        try:
+            completion = await llm.chat_completion(messages, tools=tool_defs or None, **params)
+        except RETRYABLE_ERRORS as exc:
+            _fall_back_or_raise(chain, position, exc)
+            continue
+        choice = completion["choices"][0]
+        return choice["message"], choice.get("finish_reason") or "stop", completion.get("usage"), llm
+    raise AssertionError("unreachable: the last model's error is raised")
+
+
+def _fall_back_or_raise(chain: list[LLMSkill], position: int, error: Exception) -> None:
+    """Go on to the next model of ``chain`` after a retryable ``error``; raise it after the last."""
+    if position + 1 >= len(chain):
+        raise error
+    logger.warning(
+        "model %s failed (%s: %s); falling back to %s", chain[position].full_model_name,
+        type(error).__name__, error, chain[position + 1].full_model_name,
+    )
 
 
 class _Stream:
@@ -223,16 +245,28 @@ class _Stream:
 
     async def model_turn(
         self,
-        llm: LLMSkill,
+        chain: list[LLMSkill],
         messages: list[dict[str, Any]],
         tool_defs: list[dict[str, Any]],
         params: dict[str, Any],
         external: set[str],
-    ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    ) -> Turn:
+        """One streamed model call. A model that fails (retryably) before its first chunk
+        gives way to the next of ``chain``; a failure after it ends the request."""
         assembler = ChunkAssembler()
         self.external_index = {}
         stream_params = {**params, "stream_options": {"include_usage": True}}
-        async for chunk in llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params):
+        for position, llm in enumerate(chain):
+            chunks = aiter(llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params))
+            try:
+                first = [await anext(chunks)]
+            except StopAsyncIteration:
+                first = []
+            except RETRYABLE_ERRORS as exc:
+                _fall_back_or_raise(chain, position, exc)
+                continue
+            break
+        async for chunk in _chain(first, chunks):
             await self.start()
             assembler.add(chunk)
             for choice in chunk.get("choices") or []:
@@ -241,7 +275,7 @@ class _Stream:
                     if delta:
                         await self.send(delta)
         message = assembler.message()
-        return message, assembler.finish_reason or "stop", assembler.usage
+        return message, assembler.finish_reason or "stop", assembler.usage, llm
 
     def _forwarded_delta(
         self, delta: dict[str, Any], assembler: ChunkAssembler, external: set[str]
@@ -273,6 +307,13 @@ class _Stream:
         await self.send({}, finish_reason)
         if self.include_usage:
             self.emit(self._chunk(None, usage=usage))
+
+
+async def _chain(first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 def _external_tool_names(tools: list[dict[str, Any]], server_tools: dict[str, Tool]) -> set[str]:

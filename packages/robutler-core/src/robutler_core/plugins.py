@@ -9,6 +9,7 @@ does for llm. Built-in plugins (the ``test`` model) always load.
 from __future__ import annotations
 
 import functools
+import logging
 import importlib
 import os
 import re
@@ -21,6 +22,8 @@ import pluggy
 from .errors import ConfigurationError
 from .hookspecs import DiscoverySpecs
 from .skill import LLMSkill, Skill
+
+logger = logging.getLogger("robutler_core.plugins")
 
 ENTRY_POINT_GROUP = "robutler"
 DEFAULT_PLUGINS = ("robutler_core.testing.plugin",)
@@ -176,9 +179,25 @@ class SkillRegistry:
 
 
 @functools.lru_cache(maxsize=1)
+def installed_plugins() -> pluggy.PluginManager:
+    """The process's discovery plugin manager (entry points loaded once, then cached)."""
+    return get_plugin_manager()
+
+
+def model_cost(model: str, usage: dict[str, Any]) -> float | None:
+    """Cost in US dollars of one call of ``model`` with ``usage``, as the installed plugins'
+    ``model_cost`` hook says; ``None`` when none knows (a failing plugin is logged)."""
+    try:
+        return installed_plugins().hook.model_cost(model=model, usage=usage)
+    except Exception:
+        logger.warning("pricing %s failed", model, exc_info=True)
+        return None
+
+
+@functools.lru_cache(maxsize=1)
 def installed_skills() -> SkillRegistry:
     """The registry of this process's installed plugins, loaded once (cached)."""
-    return SkillRegistry.from_plugin_manager(get_plugin_manager())
+    return SkillRegistry.from_plugin_manager(installed_plugins())
 
 
 def _own_version() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -103,6 +104,29 @@ class LLMSkill(Skill, abc.ABC):
     def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
         """Config for ``"{prefix}/{model}"``: by default ``{"model": model}``."""
         return {"model": model}
+
+    @property
+    def full_model_name(self) -> str:
+        """``"prefix/model"`` (the first of :attr:`model_prefixes`), as ``Agent(model=...)`` takes it."""
+        prefixes = type(self).model_prefixes
+        if not prefixes:
+            return self.model or type(self).__name__
+        return f"{prefixes[0]}/{self.model}" if self.model else prefixes[0]
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """``config["fallbacks"]``: models (``"provider/model"``) the agent tries, in order,
+        when this one fails with a retryable error (429, 5xx, timeout)."""
+        return list(self.config.get("fallbacks") or [])
+
+    async def usage_cost(self, usage: dict[str, Any]) -> float | None:
+        """The cost in US dollars of one call's ``usage`` (OpenAI ``usage`` dict), or ``None``
+        when unknown. By default the installed plugins' ``model_cost`` hook prices
+        :attr:`full_model_name` (robutler-skill-litellm does, from LiteLLM's price map); a
+        provider skill with its own prices overrides this."""
+        from .plugins import model_cost
+
+        return await asyncio.to_thread(model_cost, self.full_model_name, usage)
 
     @abc.abstractmethod
     async def chat_completion(

@@ -10,9 +10,9 @@ from robutler_core import errors
 def map_litellm_error(exc: Exception, model: str | None) -> errors.RobutlerError | None:
     """The Robutler error for a LiteLLM exception, or ``None`` when it is not a provider error.
 
-    401 -> AuthenticationError, 403 -> PermissionDeniedError, 404 -> NotFoundError,
-    400/422 -> BadRequestError, 429 -> RateLimitError (with ``retry_after``), timeouts ->
-    UpstreamTimeoutError (504), 503 -> ServiceUnavailableError, other failures -> UpstreamError (502).
+    Timeouts -> UpstreamTimeoutError (504), connection failures -> UpstreamError (502), HTTP
+    statuses as :func:`robutler_core.errors.upstream_error` maps them (429 with
+    ``retry_after``).
     """
     import litellm
 
@@ -24,21 +24,7 @@ def map_litellm_error(exc: Exception, model: str | None) -> errors.RobutlerError
         if isinstance(exc, litellm.exceptions.APIError | litellm.APIConnectionError):
             return errors.UpstreamError(message, code="upstream_connection_error")
         return None
-    if status == 401:
-        return errors.AuthenticationError(message, code="upstream_authentication_error")
-    if status == 403:
-        return errors.PermissionDeniedError(message)
-    if status == 404:
-        return errors.NotFoundError(message, code="model_not_found")
-    if status in (400, 422):
-        return errors.BadRequestError(message)
-    if status == 429:
-        return errors.RateLimitError(message, retry_after=_retry_after(exc))
-    if status == 408:
-        return errors.UpstreamTimeoutError(message)
-    if status == 503:
-        return errors.ServiceUnavailableError(message)
-    return errors.UpstreamError(message, code=f"upstream_{status}")
+    return errors.upstream_error(status, message, retry_after=_retry_after(exc) if status == 429 else None)
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -46,8 +32,4 @@ def _retry_after(exc: Exception) -> float | None:
     response = getattr(exc, "response", None)
     if headers is None and response is not None:
         headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return errors.parse_retry_after(headers)

@@ -39,6 +39,10 @@ class TestModel(LLMSkill):
     __test__ = False  # not a pytest test class
     model_prefixes = ("test",)
 
+    async def usage_cost(self, usage: dict[str, Any]) -> float | None:
+        """The test model is free: 0.0."""
+        return 0.0
+
     def respond(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> dict[str, Any]:
         """The ``chat.completion`` this model gives for ``messages`` and ``tools``."""
         last = messages[-1] if messages else {"role": "user", "content": ""}
@@ -116,6 +120,10 @@ class ScriptedModel(LLMSkill):
         super().__init__({"model": "scripted", **(config or {})})
         self.turns = list(turns)
         self.calls: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None, dict[str, Any]]] = []
+
+    async def usage_cost(self, usage: dict[str, Any]) -> float | None:
+        """Scripted turns are free: 0.0."""
+        return 0.0
 
     def _next_turn(self, messages: list[dict[str, Any]], tools: Any, params: dict[str, Any]) -> Any:
         self.calls.append(([dict(m) for m in messages], tools, params))
