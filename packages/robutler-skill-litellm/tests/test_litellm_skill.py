@@ -6,7 +6,7 @@ import pytest
 
 from robutler_core import Agent, Skill, tool
 from robutler_core import errors
-from robutler_core.plugins import installed_skills
+from robutler_core.plugins import SkillRegistry, get_plugin_manager, installed_skills
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
 from robutler_core.wire import ChunkAssembler
 from robutler_skill_litellm import LiteLLMSkill
@@ -37,11 +37,14 @@ def add_call(call_id="call_1", a=20, b=22):
         {"id": call_id, "type": "function", "function": {"name": "add", "arguments": json.dumps({"a": a, "b": b})}}]}
 
 
-def test_registered_and_resolves_prefixes():
+def test_registered_and_resolves_prefixes(monkeypatch):
     assert installed_skills().get("litellm").skill_class is LiteLLMSkill
     assert Agent("a", model="litellm/openai/gpt-4o").llm.model == "openai/gpt-4o"
-    # no native OpenAI skill is installed here, so LiteLLM serves openai/ too
-    assert Agent("a", model="openai/gpt-4o").llm.model == "openai/gpt-4o"
+    # where no native OpenAI skill is installed, LiteLLM serves openai/ too
+    monkeypatch.setenv("ROBUTLER_LOAD_PLUGINS", "robutler-skill-litellm")
+    only_litellm = SkillRegistry.from_plugin_manager(get_plugin_manager())
+    llm = Agent("a", model="openai/gpt-4o", registry=only_litellm).llm
+    assert isinstance(llm, LiteLLMSkill) and llm.model == "openai/gpt-4o"
 
 
 @pytest.mark.parametrize("stream", [False, True])

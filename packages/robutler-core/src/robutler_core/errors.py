@@ -169,6 +169,19 @@ def upstream_error(
     return UpstreamError(message, code=code or f"upstream_{status}")
 
 
+def provider_message(body: Any, default: str) -> str:
+    """The provider's own error message from an error response ``body``: OpenAI's
+    ``{"error": {"message"}}``, Anthropic's ``{"type": "error", "error": {"message"}}``, or an
+    SDK's already unwrapped ``{"message"}``; ``default`` otherwise."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return default
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from a ``retry-after`` (or ``retry-after-ms``) header of a mapping, else ``None``.
 
@@ -201,5 +214,6 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeoutError",
     "parse_retry_after",
+    "provider_message",
     "upstream_error",
 ]

@@ -81,7 +81,7 @@ class ToolLoop:
                 )
             else:
                 message, finish_reason, turn_usage, llm = await _model_turn(chain, messages, tool_defs, params)
-            context.answered_by.append(llm.full_model_name)
+                context.answered_by.append(llm.full_model_name)
             add_usage(usage, turn_usage)
             if turn_usage:
                 context.track_llm_usage(llm.full_model_name, turn_usage, await llm.usage_cost(turn_usage))
@@ -266,6 +266,7 @@ class _Stream:
                 _fall_back_or_raise(chain, position, exc)
                 continue
             break
+        self.context.answered_by.append(llm.full_model_name)  # before the first chunk goes out
         async for chunk in _chain(first, chunks):
             await self.start()
             assembler.add(chunk)

@@ -126,7 +126,8 @@ async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) 
         messages, tools, bool(body.stream), headers=dict(request.headers), **body.model_params()
     )
     if not body.stream:
-        return JSONResponse(await agent.run(messages, tools, context=context))
+        completion = await agent.run(messages, tools, context=context)
+        return JSONResponse(completion, headers=_model_header(context))
     stream = agent.run_streaming(messages, tools, context=context)
     try:
         # Pull the first chunk before answering, so that a failure before any output (auth,
@@ -140,8 +141,14 @@ async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) 
     return StreamingResponse(
         _events(stream, first),
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **_model_header(context)},
     )
+
+
+def _model_header(context: Any) -> dict[str, str]:
+    """``x-robutler-model``: the models that answered (so far, when streaming), in order."""
+    models = list(dict.fromkeys(context.answered_by))
+    return {"x-robutler-model": ", ".join(models)} if models else {}
 
 
 async def _events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None) -> AsyncIterator[str]:

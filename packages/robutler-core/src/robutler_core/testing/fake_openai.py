@@ -46,6 +46,8 @@ class FakeResponse:
 
 @dataclass
 class RecordedRequest:
+    """One request the fake received; ``headers`` names are lower-cased."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -71,7 +73,9 @@ class FakeOpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -144,7 +148,7 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802
-            fake._record(RecordedRequest("GET", self.path, dict(self.headers), None))
+            fake._record(RecordedRequest("GET", self.path, _lower(self.headers), None))
             if self.path.rstrip("/").endswith("/models"):
                 self._send_json(200, {"object": "list", "data": [
                     {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
@@ -155,7 +159,7 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("content-length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
-            fake._record(RecordedRequest("POST", self.path, dict(self.headers), body))
+            fake._record(RecordedRequest("POST", self.path, _lower(self.headers), body))
             response = fake._next()
             if response is not None and response.delay:
                 time.sleep(response.delay)
@@ -217,6 +221,10 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
 
     return Handler
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def _fake_embedding(text: Any, dimensions: int = 8) -> list[float]:

@@ -1,0 +1,140 @@
+"""OpenAISkill and XAISkill: chat completions and embeddings through the official openai SDK."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import openai
+
+from robutler_core import LLMSkill
+from robutler_core.errors import ConfigurationError
+
+from .errors import map_openai_error
+
+DEFAULT_MAX_RETRIES = 2
+"""The SDK's own retries (with exponential backoff, honouring ``retry-after``) on 408, 409,
+429, 5xx and connection errors, before the error reaches the agent (and its fallbacks)."""
+
+
+class OpenAISkill(LLMSkill):
+    """OpenAI chat models (``openai/gpt-4o-mini``) on the ``openai`` SDK.
+
+    Works with any OpenAI-compatible server (vLLM, llama.cpp, Ollama, LM Studio) through
+    ``base_url``.
+
+    Config (each optional; config wins over the environment):
+        model: the provider's model name (``"gpt-4o-mini"``; set from ``openai/<model>``).
+        api_key: default ``$OPENAI_API_KEY``.
+        base_url: default ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        organization: default ``$OPENAI_ORG_ID``.
+        temperature, max_tokens: defaults for every request (a request's own values win).
+        timeout: seconds per HTTP request (default: the SDK's, 600).
+        max_retries: the SDK's retries with backoff (default 2).
+        embedding_model: for :meth:`embed` (default ``text-embedding-3-small``).
+        fallbacks: models the agent tries after a retryable failure.
+
+    Errors: provider failures raise :mod:`robutler_core.errors` (see
+    :func:`~robutler_skill_openai.errors.map_openai_error`); no API key raises
+    ConfigurationError at the first call.
+    """
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ("openai",)
+    api_key_env: ClassVar[str] = "OPENAI_API_KEY"
+    base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
+    default_base_url: ClassVar[str | None] = None
+    default_embedding_model: ClassVar[str] = "text-embedding-3-small"
+    sends_openai_organization: ClassVar[bool] = True
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The skill's ``AsyncOpenAI`` client, made at first use."""
+        if self._client is None:
+            api_key = self.config.get("api_key") or os.environ.get(self.api_key_env)
+            if not api_key:
+                raise ConfigurationError(
+                    f"{type(self).__name__} needs an API key: set config['api_key'] or ${self.api_key_env}"
+                )
+            options: dict[str, Any] = {
+                "api_key": api_key,
+                "base_url": self.config.get("base_url") or os.environ.get(self.base_url_env) or self.default_base_url,
+                "max_retries": int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)),
+            }
+            if self.config.get("timeout") is not None:
+                options["timeout"] = float(self.config["timeout"])
+            if self.config.get("organization"):
+                options["organization"] = self.config["organization"]
+            elif not self.sends_openai_organization:
+                # The SDK reads $OPENAI_ORG_ID by itself; it is no business of other providers.
+                options["default_headers"] = {"OpenAI-Organization": openai.Omit()}
+            self._client = openai.AsyncOpenAI(**options)
+        return self._client
+
+    def _request(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not self.model:
+            raise ConfigurationError(f"{type(self).__name__} has no model: set config['model'] or the agent's model")
+        request = {k: self.config[k] for k in ("temperature", "max_tokens") if self.config.get(k) is not None}
+        request.update({k: v for k, v in params.items() if v is not None})
+        request.update(model=self.model, messages=messages)
+        if tools:
+            request["tools"] = tools
+        return request
+
+    async def chat_completion(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """``POST /chat/completions``; returns the ``chat.completion`` as a dict."""
+        params.pop("stream_options", None)
+        try:
+            response = await self.client.chat.completions.create(**self._request(messages, tools, params))
+        except openai.OpenAIError as exc:
+            raise (map_openai_error(exc, self.full_model_name) or exc) from exc
+        return response.model_dump(exclude_none=True)
+
+    async def chat_completion_stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Streamed ``POST /chat/completions``: yields ``chat.completion.chunk`` dicts as they
+        arrive (tool-call argument deltas as sent); the last carries ``usage``
+        (``stream_options.include_usage`` is always asked for). Closing the iterator closes
+        the HTTP response."""
+        params["stream_options"] = {"include_usage": True}
+        try:
+            stream = await self.client.chat.completions.create(stream=True, **self._request(messages, tools, params))
+            async with stream:
+                async for chunk in stream:
+                    yield chunk.model_dump(exclude_none=True)
+        except openai.OpenAIError as exc:
+            raise (map_openai_error(exc, self.full_model_name) or exc) from exc
+
+    async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
+        """Embedding vectors (``POST /embeddings``): one list of floats per text, in order."""
+        inputs = [texts] if isinstance(texts, str) else list(texts)
+        embedding_model = model or self.config.get("embedding_model") or self.default_embedding_model
+        try:
+            response = await self.client.embeddings.create(model=embedding_model, input=inputs)
+        except openai.OpenAIError as exc:
+            raise (map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}") or exc) from exc
+        return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+
+
+class XAISkill(OpenAISkill):
+    """xAI's Grok models (``xai/grok-3``) through xAI's OpenAI-compatible API.
+
+    Same config as :class:`OpenAISkill`; the API key defaults to ``$XAI_API_KEY`` and the base
+    URL to ``$XAI_BASE_URL``, else ``https://api.x.ai/v1``.
+    """
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ("xai",)
+    api_key_env: ClassVar[str] = "XAI_API_KEY"
+    base_url_env: ClassVar[str] = "XAI_BASE_URL"
+    default_base_url: ClassVar[str | None] = "https://api.x.ai/v1"
+    default_embedding_model: ClassVar[str] = "v1"
+    sends_openai_organization: ClassVar[bool] = False

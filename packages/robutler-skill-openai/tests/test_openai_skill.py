@@ -1,0 +1,193 @@
+"""OpenAISkill and XAISkill through the real openai SDK over real HTTP, against a local fake
+server speaking OpenAI's wire format."""
+
+import json
+
+import pytest
+
+from robutler_core import Agent, Skill, tool
+from robutler_core import errors
+from robutler_core.plugins import installed_skills
+from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
+from robutler_core.wire import ChunkAssembler
+from robutler_skill_litellm import LiteLLMSkill
+from robutler_skill_openai import OpenAISkill, XAISkill
+
+USER = [{"role": "user", "content": "what is 20 plus 22?"}]
+
+
+class Calculator(Skill):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+@pytest.fixture
+def upstream():
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+def skill(upstream, cls=OpenAISkill, **config):
+    return cls({"base_url": upstream.base_url, "api_key": "sk-test", "max_retries": 0, **config})
+
+
+def calc_agent(upstream, **config):
+    return Agent("calc", model="openai/gpt-4o-mini", skills={"openai": skill(upstream, **config), "calc": Calculator()})
+
+
+def add_call(call_id="call_1"):
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}}]}
+
+
+def test_native_skills_serve_their_prefixes_before_litellm():
+    assert installed_skills().get("openai").skill_class is OpenAISkill
+    assert installed_skills().get("xai").skill_class is XAISkill
+    assert isinstance(Agent("a", model="openai/gpt-4o").llm, OpenAISkill)
+    assert isinstance(Agent("a", model="xai/grok-3").llm, XAISkill)
+    assert isinstance(Agent("a", model="litellm/openai/gpt-4o").llm, LiteLLMSkill)  # asked by name
+    assert isinstance(Agent("a", model="anthropic/claude-x", registry=_without("anthropic")).llm, LiteLLMSkill)
+
+
+def _without(name):
+    from robutler_core.plugins import SkillRegistry
+
+    registry = SkillRegistry()
+    for info in installed_skills():
+        if info.name != name:
+            registry.add(info.skill_class, name=info.name, distribution=info.distribution)
+    return registry
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
+    upstream.enqueue_completion(add_call(), usage={"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37})
+    upstream.enqueue_completion({"role": "assistant", "content": "20 + 22 = 42"},
+                                usage={"prompt_tokens": 50, "completion_tokens": 6, "total_tokens": 56})
+    agent = calc_agent(upstream, temperature=0.1)
+    context = agent.new_context(USER, None, stream, temperature=0.7, stream_options={"include_usage": True})
+    if stream:
+        assembler = ChunkAssembler()
+        async for chunk in agent.run_streaming(USER, context=context):
+            assembler.add(chunk)
+        content, usage = assembler.content, assembler.usage
+    else:
+        completion = await agent.run(USER, context=context)
+        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    assert content == "20 + 22 = 42"
+    assert usage == {"prompt_tokens": 80, "completion_tokens": 13, "total_tokens": 93}
+    first, second = (r.body for r in upstream.requests)
+    assert first["model"] == "gpt-4o-mini" and first["temperature"] == 0.7  # the request's value wins
+    assert first["tools"][0]["function"]["name"] == "add"
+    assert bool(first.get("stream")) is stream
+    if stream:
+        assert first["stream_options"] == {"include_usage": True}
+    assert second["messages"][-2]["tool_calls"][0]["id"] == "call_1"
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    assert upstream.requests[0].headers["authorization"] == "Bearer sk-test"
+    assert [r.metadata["total_tokens"] for r in context.usage_records] == [37, 56]
+    # priced from LiteLLM's price map (robutler-skill-litellm is installed): $0.15 / $0.60 per M tokens
+    assert context.usage_records[0].metadata["cost_usd"] == pytest.approx(30 * 0.15e-6 + 7 * 0.6e-6)
+    assert context.answered_by == ["openai/gpt-4o-mini", "openai/gpt-4o-mini"]
+
+
+async def test_external_tool_call_deltas_pass_through(upstream):
+    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    upstream.enqueue_completion({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_ext", "type": "function", "function": {"name": "ask_user", "arguments": '{"q": "which city?"}'}}]})
+    chunks = [c async for c in calc_agent(upstream).run_streaming(USER, tools=external)]
+    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert len(fragments) >= 3 and fragments[0]["id"] == "call_ext"
+    assert "".join(f["function"].get("arguments", "") for f in fragments) == '{"q": "which city?"}'
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(("status", "error", "code"), [
+    (400, errors.BadRequestError, None),
+    (401, errors.AuthenticationError, "upstream_authentication_error"),
+    (403, errors.PermissionDeniedError, None),
+    (404, errors.NotFoundError, "model_not_found"),
+    (429, errors.RateLimitError, "rate_limit_exceeded"),
+    (500, errors.UpstreamError, "upstream_500"),
+    (503, errors.ServiceUnavailableError, None),
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_provider_errors_map_with_message_and_status(upstream, status, error, code, stream):
+    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
+    agent = calc_agent(upstream)
+    with pytest.raises(error) as info:
+        if stream:
+            [c async for c in agent.run_streaming(USER)]
+        else:
+            await agent.run(USER)
+    assert type(info.value) is error
+    assert info.value.message == f"provider error from openai/gpt-4o-mini: upstream says {status}"
+    assert info.value.code == code
+    if status == 429:
+        assert info.value.retry_after == 3
+
+
+async def test_timeout_and_connection_failure(upstream):
+    upstream.enqueue(FakeResponse(message={"role": "assistant", "content": "late"}, delay=2))
+    with pytest.raises(errors.UpstreamTimeoutError, match="openai/gpt-4o-mini"):
+        await calc_agent(upstream, timeout=0.3).run(USER)
+    refused = OpenAISkill({"base_url": "http://127.0.0.1:9/v1", "api_key": "k", "max_retries": 0, "model": "m"})
+    with pytest.raises(errors.UpstreamError, match="Connection error") as info:
+        await refused.chat_completion(USER)
+    assert info.value.code == "upstream_connection_error"
+
+
+async def test_the_sdk_retries_a_429_with_its_backoff(upstream):
+    upstream.enqueue_error(429, "slow down", headers={"retry-after": "0"})
+    upstream.enqueue_completion({"role": "assistant", "content": "second try"})
+    completion = await skill(upstream, model="gpt-4o-mini", max_retries=1).chat_completion(USER)
+    assert completion["choices"][0]["message"]["content"] == "second try"
+    assert len(upstream.requests) == 2
+
+
+async def test_fallback_to_another_provider_on_a_retryable_error(upstream):
+    with FakeOpenAIServer() as xai_upstream:
+        upstream.enqueue_error(503, "overloaded")
+        xai_upstream.enqueue_completion({"role": "assistant", "content": "grok here"})
+        openai_skill = skill(upstream)
+        xai_skill = skill(xai_upstream, cls=XAISkill)
+        agent = Agent("a", model="openai/gpt-4o-mini", fallbacks=["xai/grok-3"],
+                      skills={"openai": openai_skill, "xai": xai_skill})
+        context = agent.new_context(USER, None, False)
+        completion = await agent.run(USER, context=context)
+        assert completion["choices"][0]["message"]["content"] == "grok here"
+        assert context.answered_by == ["xai/grok-3"]
+        assert xai_upstream.requests[0].body["model"] == "grok-3"
+
+
+async def test_config_comes_from_the_environment_when_not_given(upstream, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-42")
+    await Agent("a", model="openai/gpt-4o-mini").run(USER)
+    headers = upstream.requests[0].headers
+    assert headers["authorization"] == "Bearer sk-env" and headers["openai-organization"] == "org-42"
+
+    monkeypatch.setenv("XAI_API_KEY", "xai-env")
+    monkeypatch.setenv("XAI_BASE_URL", upstream.base_url)
+    await Agent("x", model="xai/grok-3").run(USER)
+    assert upstream.requests[1].headers["authorization"] == "Bearer xai-env"
+    assert "openai-organization" not in upstream.requests[1].headers
+    monkeypatch.delenv("XAI_BASE_URL")
+    assert str(XAISkill({"api_key": "k"}).client.base_url) == "https://api.x.ai/v1/"
+
+
+async def test_missing_api_key_is_a_configuration_error(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(errors.ConfigurationError, match=r"OpenAISkill needs an API key: set config\['api_key'\] or \$OPENAI_API_KEY"):
+        await Agent("a", model="openai/gpt-4o-mini").run(USER)
+
+
+async def test_embeddings(upstream):
+    vectors = await skill(upstream).embed(["one", "two"])
+    assert len(vectors) == 2 and len(vectors[0]) == 8 and vectors[0] != vectors[1]
+    body = upstream.requests[0].body
+    assert body["model"] == "text-embedding-3-small" and body["input"] == ["one", "two"]
