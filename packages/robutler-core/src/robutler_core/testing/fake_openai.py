@@ -17,17 +17,16 @@ nothing queued, it answers ``'fake answer to: LAST USER MESSAGE'``. Standard lib
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..wire import chat_completion
 from .chunks import completion_to_chunks
+from .fake_http import FakeHandler, FakeServer, RecordedRequest
 from .models import message_text
+
+__all__ = ["FakeOpenAIServer", "FakeResponse", "RecordedRequest"]
 
 
 @dataclass
@@ -44,63 +43,86 @@ class FakeResponse:
     fail_mid_stream: bool = False
 
 
-@dataclass
-class RecordedRequest:
-    """One request the fake received; ``headers`` names are lower-cased."""
+class _OpenAIHandler(FakeHandler):
+    fake: FakeOpenAIServer
 
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any] | None
+    def _not_found(self) -> None:
+        self.send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error",
+                                       "param": None, "code": None}})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.fake.record(RecordedRequest("GET", self.path, self.lower_headers(), None))
+        if self.path.rstrip("/").endswith("/models"):
+            self.send_json(200, {"object": "list", "data": [
+                {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
+            ]})
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.read_json()
+        response = self.fake.next_response()
+        if response is not None and response.delay:
+            time.sleep(response.delay)
+        if response is not None and response.error is not None:
+            self.send_json(response.status, {"error": response.error}, response.headers)
+        elif self.path.endswith("/embeddings"):
+            self._embeddings(body)
+        elif self.path.endswith("/chat/completions"):
+            self._chat(body, response)
+        else:
+            self._not_found()
+
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [
+            {"object": "embedding", "index": i, "embedding": _fake_embedding(text)}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = sum(len(str(t).split()) for t in inputs)
+        self.send_json(200, {"object": "list", "data": data, "model": body.get("model"),
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def _chat(self, body: dict[str, Any], response: FakeResponse | None) -> None:
+        messages = body.get("messages") or []
+        if response is None:
+            last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+            response = FakeResponse(message={"role": "assistant", "content": f"fake answer to: {message_text(last)}"})
+        prompt_tokens = sum(len(message_text(m).split()) for m in messages)
+        usage = response.usage or {"prompt_tokens": prompt_tokens, "completion_tokens": 5,
+                                   "total_tokens": prompt_tokens + 5}
+        completion = chat_completion(model=body.get("model", "fake-model"),
+                                     message=response.message or {}, finish_reason=response.finish_reason, usage=usage)
+        if not body.get("stream"):
+            self.send_json(200, completion, response.headers)
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = completion_to_chunks(completion)
+        if not include_usage:
+            chunks = [c for c in chunks if c["choices"]]
+            for c in chunks:
+                c.pop("usage", None)
+        self.start_events()
+        for i, chunk in enumerate(chunks):
+            chunk["id"] = completion["id"]
+            if response.fail_mid_stream and i == len(chunks) // 2:
+                self.send_event({"error": {"message": "upstream failed mid-stream", "type": "server_error",
+                                           "param": None, "code": None}})
+                return
+            self.send_event(chunk)
+        self.send_event("[DONE]")
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
+class FakeOpenAIServer(FakeServer[FakeResponse]):
+    """Serves the fake OpenAI API on ``127.0.0.1`` at a free port, in a background thread."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (a timeout test) is expected; anything else is printed."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class FakeOpenAIServer:
-    """Serves the fake API on ``127.0.0.1`` at a free port, in a background thread."""
-
-    def __init__(self) -> None:
-        self.responses: deque[FakeResponse] = deque()
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+    handler = _OpenAIHandler
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, as the ``base_url``/``api_base`` of a client."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeOpenAIServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- scripting ---------------------------------------------------------------------------
-    def enqueue(self, response: FakeResponse) -> None:
-        with self._lock:
-            self.responses.append(response)
+        return f"{self.origin}/v1"
 
     def enqueue_completion(
         self,
@@ -120,111 +142,6 @@ class FakeOpenAIServer:
         """Queue an error answer in OpenAI's envelope."""
         error = {"message": message, "type": type, "param": None, "code": code}
         self.enqueue(FakeResponse(status=status, error=error, headers=headers or {}))
-
-    def _next(self) -> FakeResponse | None:
-        with self._lock:
-            return self.responses.popleft() if self.responses else None
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-
-def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
-        def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802
-            fake._record(RecordedRequest("GET", self.path, _lower(self.headers), None))
-            if self.path.rstrip("/").endswith("/models"):
-                self._send_json(200, {"object": "list", "data": [
-                    {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}
-                ]})
-            else:
-                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error", "param": None, "code": None}})
-
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("content-length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            fake._record(RecordedRequest("POST", self.path, _lower(self.headers), body))
-            response = fake._next()
-            if response is not None and response.delay:
-                time.sleep(response.delay)
-            if response is not None and response.error is not None:
-                self._send_json(response.status, {"error": response.error}, response.headers)
-                return
-            if self.path.endswith("/embeddings"):
-                self._embeddings(body)
-            elif self.path.endswith("/chat/completions"):
-                self._chat(body, response)
-            else:
-                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error", "param": None, "code": None}})
-
-        def _embeddings(self, body: dict[str, Any]) -> None:
-            inputs = body.get("input")
-            inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-            data = [
-                {"object": "embedding", "index": i, "embedding": _fake_embedding(text)}
-                for i, text in enumerate(inputs)
-            ]
-            tokens = sum(len(str(t).split()) for t in inputs)
-            self._send_json(200, {"object": "list", "data": data, "model": body.get("model"),
-                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-
-        def _chat(self, body: dict[str, Any], response: FakeResponse | None) -> None:
-            messages = body.get("messages") or []
-            if response is None:
-                last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-                response = FakeResponse(message={"role": "assistant", "content": f"fake answer to: {message_text(last)}"})
-            prompt_tokens = sum(len(message_text(m).split()) for m in messages)
-            usage = response.usage or {"prompt_tokens": prompt_tokens, "completion_tokens": 5,
-                                       "total_tokens": prompt_tokens + 5}
-            completion = chat_completion(model=body.get("model", "fake-model"),
-                                         message=response.message or {}, finish_reason=response.finish_reason, usage=usage)
-            if not body.get("stream"):
-                self._send_json(200, completion, response.headers)
-                return
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = completion_to_chunks(completion)
-            if not include_usage:
-                chunks = [c for c in chunks if c["choices"]]
-                for c in chunks:
-                    c.pop("usage", None)
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("cache-control", "no-cache")
-            self.send_header("connection", "close")
-            self.end_headers()
-            for i, chunk in enumerate(chunks):
-                chunk["id"] = completion["id"]
-                if response.fail_mid_stream and i == len(chunks) // 2:
-                    self.wfile.write(b'data: {"error": {"message": "upstream failed mid-stream", "type": "server_error", "param": null, "code": null}}\n\n')
-                    self.wfile.flush()
-                    return
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-            self.close_connection = True
-
-    return Handler
-
-
-def _lower(headers: Any) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
 
 
 def _fake_embedding(text: Any, dimensions: int = 8) -> list[float]:
