@@ -131,7 +131,7 @@ def test_serve_refuses_a_bad_agents_file(tmp_path):
     bad.write_text("agents:\n  - name: x\n    model: test\n    skills:\n      nonexistent: {}\n")
     result = subprocess.run([ROBUTLER, "serve", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert f"{bad}: agent 'x': unknown skill 'nonexistent'; installed skills: litellm, test, weather" in result.stderr
+    assert f"{bad}: agent 'x': unknown skill 'nonexistent'; installed skills: anthropic, litellm, openai, test, weather, xai" in result.stderr
 
 
 def test_skills_command_prints_installed_packages_as_json():
@@ -140,3 +140,17 @@ def test_skills_command_prints_installed_packages_as_json():
     assert packages["robutler-skill-weather"]["skills"] == [{"name": "weather", "class": "robutler_skill_weather.WeatherSkill"}]
     assert packages["robutler-skill-litellm"]["version"] == "0.1.0"
     assert packages["robutler-core"]["skills"][0]["name"] == "test"
+
+
+def test_demo_agent_with_a_key_uses_the_native_openai_skill(upstream):
+    upstream.requests.clear()
+    served = Served([], env={"OPENAI_API_KEY": "sk-demo", "OPENAI_BASE_URL": upstream.base_url})
+    try:
+        client = openai.OpenAI(base_url=f"{served.url}/assistant", api_key="x", max_retries=0)
+        answer = client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "fake answer to: hi"
+    finally:
+        output = served.stop()
+    assert output.splitlines()[0] == "INFO:     no agents file given: serving demo agent 'assistant' on openai/gpt-4o-mini"
+    assert upstream.requests[0].body["model"] == "gpt-4o-mini"
+    assert upstream.requests[0].headers["user-agent"].startswith("AsyncOpenAI/Python")  # the openai SDK, not LiteLLM

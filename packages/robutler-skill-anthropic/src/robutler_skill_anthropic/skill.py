@@ -1,0 +1,125 @@
+"""AnthropicSkill: Claude models through the official anthropic SDK, in OpenAI's format."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import anthropic
+
+from robutler_core import LLMSkill
+from robutler_core.errors import ConfigurationError
+
+from .errors import map_anthropic_error
+from .translate import StreamTranslator, to_anthropic_request, to_openai_completion
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when neither the request nor the config sets it (Anthropic requires one)."""
+
+DEFAULT_MAX_RETRIES = 2
+"""The SDK's own retries (exponential backoff, honouring ``retry-after``) on 408, 409, 429,
+5xx, 529 and connection errors, before the error reaches the agent (and its fallbacks)."""
+
+
+@functools.cache
+def _create_arguments(messages_resource: type) -> frozenset[str]:
+    return frozenset(inspect.signature(messages_resource.create).parameters)
+
+
+class AnthropicSkill(LLMSkill):
+    """Claude models (``anthropic/claude-sonnet-4-5``) on the ``anthropic`` SDK.
+
+    Takes and returns OpenAI's chat format; :mod:`robutler_skill_anthropic.translate` maps it
+    to Anthropic's Messages API both ways, streaming included.
+
+    Config (each optional; config wins over the environment):
+        model: the provider's model name (set from ``anthropic/<model>``).
+        api_key: default ``$ANTHROPIC_API_KEY``.
+        base_url: default ``$ANTHROPIC_BASE_URL``, else ``https://api.anthropic.com``.
+        max_tokens: default :data:`DEFAULT_MAX_TOKENS` (4096); a request's own wins.
+        temperature: default for every request (Anthropic accepts 0 to 1).
+        timeout: seconds per HTTP request (default: the SDK's, 600).
+        max_retries: the SDK's retries with backoff (default 2).
+        fallbacks: models the agent tries after a retryable failure.
+
+    Errors: provider failures raise :mod:`robutler_core.errors` (see
+    :func:`~robutler_skill_anthropic.errors.map_anthropic_error`); requests Anthropic cannot
+    express raise BadRequestError; no API key raises ConfigurationError at the first call.
+    """
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ("anthropic",)
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._client: anthropic.AsyncAnthropic | None = None
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The skill's ``AsyncAnthropic`` client, made at first use."""
+        if self._client is None:
+            api_key = self.config.get("api_key") or os.environ.get("ANTHROPIC_API_KEY")
+            if not api_key:
+                raise ConfigurationError(
+                    "AnthropicSkill needs an API key: set config['api_key'] or $ANTHROPIC_API_KEY"
+                )
+            options: dict[str, Any] = {
+                "api_key": api_key,
+                "max_retries": int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)),
+            }
+            base_url = self.config.get("base_url") or os.environ.get("ANTHROPIC_BASE_URL")
+            if base_url:
+                options["base_url"] = base_url
+            if self.config.get("timeout") is not None:
+                options["timeout"] = float(self.config["timeout"])
+            self._client = anthropic.AsyncAnthropic(**options)
+        return self._client
+
+    def _request(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not self.model:
+            raise ConfigurationError("AnthropicSkill has no model: set config['model'] or the agent's model")
+        merged = {k: self.config[k] for k in ("temperature",) if self.config.get(k) is not None}
+        merged.update({k: v for k, v in params.items() if v is not None})
+        request = to_anthropic_request(
+            messages, tools, merged, model=self.model,
+            max_tokens=int(self.config.get("max_tokens") or DEFAULT_MAX_TOKENS),
+        )
+        # Fields this SDK version has no argument for (newer SDKs dropped temperature/top_p
+        # from the signature) still go into the JSON body.
+        accepted = _create_arguments(type(self.client.messages))
+        extra = {k: request.pop(k) for k in list(request) if k not in accepted}
+        if extra:
+            request["extra_body"] = extra
+        return request
+
+    async def chat_completion(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """``POST /v1/messages``; returns a ``chat.completion`` dict."""
+        request = self._request(messages, tools, params)
+        try:
+            message = await self.client.messages.create(**request)
+        except anthropic.AnthropicError as exc:
+            raise (map_anthropic_error(exc, self.full_model_name) or exc) from exc
+        return to_openai_completion(message.model_dump())
+
+    async def chat_completion_stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Streamed ``POST /v1/messages``: each Anthropic event as OpenAI chunks, as it
+        arrives (see :class:`~robutler_skill_anthropic.translate.StreamTranslator`); the last
+        carries ``usage``. Closing the iterator closes the HTTP response."""
+        request = self._request(messages, tools, params)
+        translator = StreamTranslator()
+        try:
+            stream = await self.client.messages.create(stream=True, **request)
+            async with stream:
+                async for event in stream:
+                    for chunk in translator.feed(event.model_dump()):
+                        yield chunk
+        except anthropic.AnthropicError as exc:
+            raise (map_anthropic_error(exc, self.full_model_name) or exc) from exc

@@ -1,0 +1,153 @@
+"""AnthropicSkill through the real anthropic SDK over real HTTP, against a local fake server
+speaking Anthropic's Messages wire format (JSON, SSE events, errors)."""
+
+import pytest
+
+from robutler_core import Agent, Skill, tool
+from robutler_core import errors
+from robutler_core.plugins import installed_skills
+from robutler_core.wire import ChunkAssembler
+from robutler_skill_anthropic import DEFAULT_MAX_TOKENS, AnthropicSkill
+from robutler_skill_anthropic.testing import AnthropicResponse, FakeAnthropicServer
+from robutler_skill_litellm import LiteLLMSkill
+
+USER = [{"role": "user", "content": "what is 20 plus 22?"}]
+
+
+class Calculator(Skill):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+@pytest.fixture
+def upstream():
+    with FakeAnthropicServer() as server:
+        yield server
+
+
+def skill(upstream, **config):
+    return AnthropicSkill({"base_url": upstream.base_url, "api_key": "sk-ant-test", "max_retries": 0, **config})
+
+
+def calc_agent(upstream, **config):
+    return Agent("calc", "You add numbers.", model="anthropic/claude-sonnet-4-6",
+                 skills={"anthropic": skill(upstream, **config), "calc": Calculator()})
+
+
+def test_native_skill_serves_anthropic_before_litellm():
+    assert installed_skills().get("anthropic").skill_class is AnthropicSkill
+    assert isinstance(Agent("a", model="anthropic/claude-sonnet-4-6").llm, AnthropicSkill)
+    assert isinstance(Agent("a", model="litellm/anthropic/claude-sonnet-4-6").llm, LiteLLMSkill)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
+    upstream.enqueue_message([{"type": "text", "text": "Adding."},
+                              {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 20, "b": 22}}],
+                             usage={"input_tokens": 100, "output_tokens": 10})
+    upstream.enqueue_message("20 + 22 = 42", usage={"input_tokens": 150, "output_tokens": 8})
+    agent = calc_agent(upstream)
+    context = agent.new_context(USER, None, stream, stream_options={"include_usage": True})
+    if stream:
+        assembler = ChunkAssembler()
+        async for chunk in agent.run_streaming(USER, context=context):
+            assembler.add(chunk)
+        content, usage = assembler.content, assembler.usage
+    else:
+        completion = await agent.run(USER, context=context)
+        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    assert content == "Adding.20 + 22 = 42"
+    assert usage == {"prompt_tokens": 250, "completion_tokens": 18, "total_tokens": 268}
+    first, second = (r.body for r in upstream.requests)
+    assert first["system"] == "You add numbers." and first["max_tokens"] == DEFAULT_MAX_TOKENS
+    assert first["model"] == "claude-sonnet-4-6" and bool(first.get("stream")) is stream
+    assert first["tools"][0]["name"] == "add" and first["tools"][0]["input_schema"]["required"] == ["a", "b"]
+    assert second["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "text", "text": "Adding."},
+                                          {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 20, "b": 22}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "42"}]},
+    ]
+    assert [r.metadata["model"] for r in context.usage_records] == ["anthropic/claude-sonnet-4-6"] * 2
+    # priced from LiteLLM's price map: $3 / $15 per million tokens
+    assert context.usage_records[0].metadata["cost_usd"] == pytest.approx(100 * 3e-6 + 10 * 15e-6)
+
+
+async def test_streamed_external_tool_call_arrives_as_openai_deltas(upstream):
+    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    upstream.enqueue_message([{"type": "tool_use", "id": "toolu_ext", "name": "ask_user", "input": {"q": "which city?"}}])
+    chunks = [c async for c in calc_agent(upstream).run_streaming(USER, tools=external)]
+    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert fragments[0] == {"index": 0, "id": "toolu_ext", "type": "function", "function": {"name": "ask_user", "arguments": ""}}
+    assert "".join(f["function"]["arguments"] for f in fragments) == '{"q": "which city?"}'
+    assert len(fragments) >= 3
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(("status", "error", "code"), [
+    (400, errors.BadRequestError, None),
+    (401, errors.AuthenticationError, "upstream_authentication_error"),
+    (403, errors.PermissionDeniedError, None),
+    (404, errors.NotFoundError, "model_not_found"),
+    (429, errors.RateLimitError, "rate_limit_exceeded"),
+    (500, errors.UpstreamError, "upstream_500"),
+    (529, errors.ServiceUnavailableError, None),
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_provider_errors_map_with_message_and_status(upstream, status, error, code, stream):
+    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
+    agent = calc_agent(upstream)
+    with pytest.raises(error) as info:
+        if stream:
+            [c async for c in agent.run_streaming(USER)]
+        else:
+            await agent.run(USER)
+    assert type(info.value) is error
+    assert info.value.message == f"provider error from anthropic/claude-sonnet-4-6: upstream says {status}"
+    assert info.value.code == code
+    if status == 429:
+        assert info.value.retry_after == 3
+
+
+async def test_error_event_mid_stream_maps_by_its_type(upstream):
+    upstream.enqueue(AnthropicResponse(content=[{"type": "text", "text": "partial"}],
+                                       error_mid_stream={"type": "overloaded_error", "message": "Overloaded"}))
+    with pytest.raises(errors.ServiceUnavailableError, match="provider error from anthropic/claude-sonnet-4-6: Overloaded"):
+        [c async for c in calc_agent(upstream).run_streaming(USER)]
+
+
+async def test_timeout_connection_failure_and_sdk_retry(upstream):
+    upstream.enqueue(AnthropicResponse(content=[{"type": "text", "text": "late"}], delay=2))
+    with pytest.raises(errors.UpstreamTimeoutError):
+        await calc_agent(upstream, timeout=0.3).run(USER)
+    refused = AnthropicSkill({"base_url": "http://127.0.0.1:9", "api_key": "k", "max_retries": 0, "model": "m"})
+    with pytest.raises(errors.UpstreamError) as info:
+        await refused.chat_completion(USER)
+    assert info.value.code == "upstream_connection_error"
+
+    upstream.enqueue_error(429, "slow down", headers={"retry-after": "0"})
+    upstream.enqueue_message("second try")
+    completion = await skill(upstream, model="claude-x", max_retries=1).chat_completion(USER)
+    assert completion["choices"][0]["message"]["content"] == "second try"
+
+
+async def test_config_and_request_parameters(upstream, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", upstream.base_url)
+    agent = Agent("a", model="anthropic/claude-x", skills={"anthropic": AnthropicSkill({"max_tokens": 512, "temperature": 0.2})})
+    await agent.run(USER, max_tokens=64, stop=["END"])
+    body = upstream.requests[0].body
+    assert body["max_tokens"] == 64 and body["temperature"] == 0.2 and body["stop_sequences"] == ["END"]
+    assert upstream.requests[0].headers.get("authorization") == "Bearer sk-ant-env" or \
+        upstream.requests[0].headers.get("x-api-key") == "sk-ant-env"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    with pytest.raises(errors.ConfigurationError, match=r"\$ANTHROPIC_API_KEY"):
+        await Agent("b", model="anthropic/claude-x").run(USER)
+
+
+async def test_bad_input_is_a_bad_request_before_any_http(upstream):
+    with pytest.raises(errors.BadRequestError, match="input_audio"):
+        await calc_agent(upstream).run([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}])
+    assert upstream.requests == []
