@@ -359,3 +359,57 @@ async def test_concurrent_requests_never_see_each_others_usage():
 
     await asyncio.gather(*(one(n) for n in range(30)))
     assert all(records == [1] for records in seen.values())  # TestModel sends units=1 each time
+
+
+def test_decorator_and_agent_option_errors_are_clear():
+    from robutler_core import http
+    from robutler_core.errors import ConfigurationError
+
+    with pytest.raises(ValueError, match="invalid HTTP method 'fetch'"):
+        http("/x", method="fetch")
+    with pytest.raises(ValueError, match="must start with '/'"):
+        http("x")
+    with pytest.raises(ValueError, match="not be /chat/completions"):
+        http("/chat/completions", method="post")
+    with pytest.raises(ConfigurationError, match=r"hooks\['on_chunk'\] entries must be callables or dicts"):
+        Agent("a", model="test", hooks={"on_chunk": [{"handler": lambda context: None, "priority": 1, "when": "always"}]})
+    with pytest.raises(ConfigurationError, match="lifecycle events are: on_connection"):
+        Agent("a", model="test", hooks={"on_request": [lambda context: None]})
+    with pytest.raises(ConfigurationError, match="'on_chunk' passes only: context, chunk"):
+        Agent("a", model="test", hooks={"on_chunk": [lambda context, message: None]})
+    with pytest.raises(ConfigurationError, match="no inspectable signature"):
+        Agent("a", model="test", hooks={"on_chunk": [min]})
+    with pytest.raises(ConfigurationError, match="scope= or scopes=, not both"):
+        Agent("a", model="test", scope="owner", scopes=["admin"])
+
+    class Twice(Skill):
+        @http("/same")
+        def one(self):
+            return 1
+
+    class Again(Skill):
+        @http("/same")
+        def two(self):
+            return 2
+
+    with pytest.raises(ConfigurationError, match="GET /same is declared by skill Again and skill Twice"):
+        Agent("a", model="test", skills={"twice": Twice(), "again": Again()})
+
+
+async def test_any_callable_with_a_signature_can_be_a_hook():
+    import functools
+
+    seen = []
+
+    def record(tag, context, message):
+        seen.append((tag, message["role"]))
+
+    class Counter:
+        def __call__(self, context):
+            seen.append(("object", context.agent.name))
+
+    agent = Agent("a", model="test", hooks={
+        "on_message": [functools.partial(record, "partial")], "on_connection": [Counter()],
+    })
+    await agent.run(USER)
+    assert seen == [("object", "a"), ("partial", "user"), ("partial", "assistant")]

@@ -34,16 +34,46 @@ _IMPL_OPTS = {
 
 
 class RuntimeHook:
-    """A hook added with ``register_hook``: one handler for one event, as a pluggy plugin."""
+    """A hook added with ``register_hook`` or ``Agent(hooks=...)``: one callable for one
+    event, as a pluggy plugin. Any callable with an inspectable signature works (function,
+    bound method, ``functools.partial``, callable object); its parameter names say which of
+    the event's arguments it receives.
+
+    Raises ConfigurationError for a callable without a signature or a parameter the event
+    does not have.
+    """
 
     def __init__(
-        self, event: str, handler: Callable[..., Any], priority: int, scope: Scope, owner: Any
+        self, event: str, function: Callable[..., Any], priority: int, scope: Scope, owner: Any
     ) -> None:
         self.event = event
-        self.handler = handler
+        self.function = function
         self.priority = priority
         self.scope = normalize_scope(scope)
         self.owner = owner
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"hook {function!r} for '{event}' has no inspectable signature; pass a Python "
+                "function whose parameter names are the event's arguments"
+            ) from None
+        self.argnames = tuple(
+            p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        )
+        spec = getattr(LifecycleSpecs, event, None)
+        if spec is not None:
+            allowed = [n for n in inspect.signature(spec).parameters if n != "self"]
+            unknown = [n for n in self.argnames if n not in allowed]
+            if unknown:
+                raise ConfigurationError(
+                    f"hook {getattr(function, '__name__', function)!r} for '{event}' takes "
+                    f"{', '.join(unknown)}; '{event}' passes only: {', '.join(allowed)}"
+                )
+
+    def handler(self, *args: Any) -> Any:
+        """The pluggy hookimpl: calls the function with the arguments it names."""
+        return self.function(*args)
 
 
 class LifecyclePluginManager(pluggy.PluginManager):
@@ -101,8 +131,9 @@ class LifecyclePluginManager(pluggy.PluginManager):
             if not scope_admits(scope, context.auth_scope):
                 continue
             arguments = {"context": context, **payload}
+            names = impl.plugin.argnames if isinstance(impl.plugin, RuntimeHook) else impl.argnames
             try:
-                result = impl.function(*[arguments[name] for name in impl.argnames])
+                result = impl.function(*[arguments[name] for name in names])
                 if inspect.isawaitable(result):
                     result = await result
             except Exception:
