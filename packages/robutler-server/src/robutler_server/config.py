@@ -7,6 +7,9 @@
         instructions: You answer questions about the weather.
         model: litellm/openai/gpt-4o-mini   # or test, openai/..., anthropic/...
         max_turns: 10                       # optional
+        fallbacks: [anthropic/claude-sonnet-4-6]  # optional: tried after a 429/5xx/timeout
+        scopes: [all]                       # optional: who may use the agent
+        handoffs: [billing, openai/gpt-4o]  # optional: agents of this file, or models
         skills:                             # skill name (as registered) -> its config
           weather: {units: metric}
           litellm: {api_base: http://localhost:4000/v1}
@@ -20,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from robutler_core import Agent
+from robutler_core import Agent, handoff
 from robutler_core.errors import ConfigurationError
 from robutler_core.plugins import SkillRegistry, installed_skills
 
@@ -32,6 +35,9 @@ class AgentConfig(BaseModel):
     instructions: str = ""
     model: str | None = None
     max_turns: int = Field(default=10, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    scopes: list[str] = Field(default_factory=lambda: ["all"])
+    handoffs: list[str] = Field(default_factory=list)
     skills: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
 
@@ -71,6 +77,9 @@ def build_agent(config: AgentConfig, registry: SkillRegistry, source: str = "con
             skills=skills,
             max_turns=config.max_turns,
             registry=registry,
+            fallbacks=list(config.fallbacks),
+            scopes=list(config.scopes),
+            handoffs=[handoff(target) for target in config.handoffs],
         )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{source}: agent '{config.name}': {exc.message}") from None
