@@ -50,3 +50,13 @@ def test_errors_name_the_file_and_the_field(tmp_path, text, message):
     with pytest.raises(ConfigurationError) as error:
         load_agents(path)
     assert str(path) in error.value.message and message in error.value.message
+
+
+def test_the_readme_example_loads_and_serves(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    agents = load_agents(write(tmp_path, example))
+    assert [a.name for a in agents] == ["weather", "billing"]
+    create_app(agents)
