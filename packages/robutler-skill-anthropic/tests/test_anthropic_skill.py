@@ -3,7 +3,8 @@ speaking Anthropic's Messages wire format (JSON, SSE events, errors)."""
 
 import pytest
 
-from robutler_core import Agent, Skill, tool
+from robutler_core import Agent
+from robutler_core.testing.llm_contract import Calculator
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
 from robutler_core.wire import ChunkAssembler
@@ -12,13 +13,6 @@ from robutler_skill_anthropic.testing import AnthropicResponse, FakeAnthropicSer
 from robutler_skill_litellm import LiteLLMSkill
 
 USER = [{"role": "user", "content": "what is 20 plus 22?"}]
-
-
-class Calculator(Skill):
-    @tool
-    def add(self, a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
 
 
 @pytest.fixture
@@ -74,43 +68,6 @@ async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
     assert context.usage_records[0].metadata["cost_usd"] == pytest.approx(100 * 3e-6 + 10 * 15e-6)
 
 
-async def test_streamed_external_tool_call_arrives_as_openai_deltas(upstream):
-    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}}}}}]
-    upstream.enqueue_message([{"type": "tool_use", "id": "toolu_ext", "name": "ask_user", "input": {"q": "which city?"}}])
-    chunks = [c async for c in calc_agent(upstream).run_streaming(USER, tools=external)]
-    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert fragments[0] == {"index": 0, "id": "toolu_ext", "type": "function", "function": {"name": "ask_user", "arguments": ""}}
-    assert "".join(f["function"]["arguments"] for f in fragments) == '{"q": "which city?"}'
-    assert len(fragments) >= 3
-    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-
-
-@pytest.mark.parametrize(("status", "error", "code"), [
-    (400, errors.BadRequestError, None),
-    (401, errors.AuthenticationError, "upstream_authentication_error"),
-    (403, errors.PermissionDeniedError, None),
-    (404, errors.NotFoundError, "model_not_found"),
-    (429, errors.RateLimitError, "rate_limit_exceeded"),
-    (500, errors.UpstreamError, "upstream_500"),
-    (529, errors.ServiceUnavailableError, None),
-])
-@pytest.mark.parametrize("stream", [False, True])
-async def test_provider_errors_map_with_message_and_status(upstream, status, error, code, stream):
-    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
-    agent = calc_agent(upstream)
-    with pytest.raises(error) as info:
-        if stream:
-            [c async for c in agent.run_streaming(USER)]
-        else:
-            await agent.run(USER)
-    assert type(info.value) is error
-    assert info.value.message == f"provider error from anthropic/claude-sonnet-4-6: upstream says {status}"
-    assert info.value.code == code
-    if status == 429:
-        assert info.value.retry_after == 3
-
-
 async def test_error_event_mid_stream_maps_by_its_type(upstream):
     upstream.enqueue(AnthropicResponse(content=[{"type": "text", "text": "partial"}],
                                        error_mid_stream={"type": "overloaded_error", "message": "Overloaded"}))
@@ -151,3 +108,13 @@ async def test_bad_input_is_a_bad_request_before_any_http(upstream):
     with pytest.raises(errors.BadRequestError, match="input_audio"):
         await calc_agent(upstream).run([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}])
     assert upstream.requests == []
+
+
+async def test_overloaded_529_is_service_unavailable_and_auth_code_is_kept(upstream):
+    upstream.enqueue_error(529, "Overloaded")
+    with pytest.raises(errors.ServiceUnavailableError, match="provider error from anthropic/claude-sonnet-4-6: Overloaded"):
+        await calc_agent(upstream).run(USER)
+    upstream.enqueue_error(401, "invalid x-api-key")
+    with pytest.raises(errors.AuthenticationError) as info:
+        await calc_agent(upstream).run(USER)
+    assert info.value.code == "upstream_authentication_error"

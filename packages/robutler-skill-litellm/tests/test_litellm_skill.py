@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from robutler_core import Agent, Skill, tool
+from robutler_core import Agent
+from robutler_core.testing.llm_contract import Calculator
 from robutler_core import errors
 from robutler_core.plugins import SkillRegistry, get_plugin_manager, installed_skills
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
@@ -12,13 +13,6 @@ from robutler_core.wire import ChunkAssembler
 from robutler_skill_litellm import LiteLLMSkill
 
 USER = [{"role": "user", "content": "what is 20 plus 22?"}]
-
-
-class Calculator(Skill):
-    @tool
-    def add(self, a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
 
 
 @pytest.fixture
@@ -70,45 +64,12 @@ async def test_tool_loop_through_litellm(upstream, stream):
     assert upstream.requests[0].headers["authorization"] == "Bearer sk-config"
 
 
-async def test_streamed_tool_call_deltas_pass_through_for_external_tools(upstream):
-    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
-    upstream.enqueue_completion({"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_ext", "type": "function", "function": {"name": "ask_user", "arguments": '{"q": "which city?"}'}}]})
-    chunks = [c async for c in agent_for(upstream).run_streaming(USER, tools=external)]
-    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert len(fragments) >= 3 and fragments[0]["id"] == "call_ext"
-    assert "".join(f["function"].get("arguments", "") for f in fragments) == '{"q": "which city?"}'
-    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-
-
 async def test_config_over_environment_and_params(upstream, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-environment")
     await agent_for(upstream, temperature=0.2, max_tokens=50).run(USER, temperature=0.7)
     body = upstream.requests[0].body
     assert upstream.requests[0].headers["authorization"] == "Bearer sk-config"
     assert body["temperature"] == 0.7 and body["max_tokens"] == 50  # request params beat config defaults
-
-
-@pytest.mark.parametrize("status, error_class, expected_status", [
-    (401, errors.AuthenticationError, 401),
-    (404, errors.NotFoundError, 404),
-    (429, errors.RateLimitError, 429),
-    (500, errors.UpstreamError, 502),
-    (503, errors.ServiceUnavailableError, 503),
-])
-@pytest.mark.parametrize("stream", [False, True])
-async def test_provider_errors_map_with_provider_message(upstream, status, error_class, expected_status, stream):
-    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
-    agent = agent_for(upstream)
-    with pytest.raises(error_class) as info:
-        if stream:
-            [c async for c in agent.run_streaming(USER)]
-        else:
-            await agent.run(USER)
-    assert info.value.status_code == expected_status
-    assert f"upstream says {status}" in info.value.message
-    if status == 429:
-        assert info.value.retry_after == 3
 
 
 async def test_timeout_maps_to_504(upstream):

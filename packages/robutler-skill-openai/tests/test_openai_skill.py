@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from robutler_core import Agent, Skill, tool
+from robutler_core import Agent
+from robutler_core.testing.llm_contract import Calculator
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
@@ -14,13 +15,6 @@ from robutler_skill_litellm import LiteLLMSkill
 from robutler_skill_openai import OpenAISkill, XAISkill
 
 USER = [{"role": "user", "content": "what is 20 plus 22?"}]
-
-
-class Calculator(Skill):
-    @tool
-    def add(self, a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
 
 
 @pytest.fixture
@@ -91,43 +85,6 @@ async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
     # priced from LiteLLM's price map (robutler-skill-litellm is installed): $0.15 / $0.60 per M tokens
     assert context.usage_records[0].metadata["cost_usd"] == pytest.approx(30 * 0.15e-6 + 7 * 0.6e-6)
     assert context.answered_by == ["openai/gpt-4o-mini", "openai/gpt-4o-mini"]
-
-
-async def test_external_tool_call_deltas_pass_through(upstream):
-    external = [{"type": "function", "function": {"name": "ask_user", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}}}}}]
-    upstream.enqueue_completion({"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_ext", "type": "function", "function": {"name": "ask_user", "arguments": '{"q": "which city?"}'}}]})
-    chunks = [c async for c in calc_agent(upstream).run_streaming(USER, tools=external)]
-    fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert len(fragments) >= 3 and fragments[0]["id"] == "call_ext"
-    assert "".join(f["function"].get("arguments", "") for f in fragments) == '{"q": "which city?"}'
-    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-
-
-@pytest.mark.parametrize(("status", "error", "code"), [
-    (400, errors.BadRequestError, None),
-    (401, errors.AuthenticationError, "upstream_authentication_error"),
-    (403, errors.PermissionDeniedError, None),
-    (404, errors.NotFoundError, "model_not_found"),
-    (429, errors.RateLimitError, "rate_limit_exceeded"),
-    (500, errors.UpstreamError, "upstream_500"),
-    (503, errors.ServiceUnavailableError, None),
-])
-@pytest.mark.parametrize("stream", [False, True])
-async def test_provider_errors_map_with_message_and_status(upstream, status, error, code, stream):
-    upstream.enqueue_error(status, f"upstream says {status}", headers={"retry-after": "3"})
-    agent = calc_agent(upstream)
-    with pytest.raises(error) as info:
-        if stream:
-            [c async for c in agent.run_streaming(USER)]
-        else:
-            await agent.run(USER)
-    assert type(info.value) is error
-    assert info.value.message == f"provider error from openai/gpt-4o-mini: upstream says {status}"
-    assert info.value.code == code
-    if status == 429:
-        assert info.value.retry_after == 3
 
 
 async def test_timeout_and_connection_failure(upstream):

@@ -1,0 +1,164 @@
+"""The behaviour every LLM skill owes the agent, as a reusable pytest test class.
+
+A provider skill package (robutler-skill-openai, robutler-skill-anthropic, yours) tests its
+skill through its real SDK against a local fake of its provider's API, and inherits these
+tests by subclassing :class:`LLMSkillContract` in a test module::
+
+    class TestOpenAIContract(LLMSkillContract):
+        model = "openai/gpt-4o-mini"
+
+        @pytest.fixture
+        def upstream(self):
+            with FakeOpenAIServer() as server:
+                yield server
+
+        def make_skill(self, upstream):
+            return OpenAISkill({"base_url": upstream.base_url, "api_key": "k", "max_retries": 0})
+
+        def enqueue_text(self, upstream, text, usage): ...
+        def enqueue_tool_calls(self, upstream, calls): ...
+        def enqueue_error(self, upstream, status, message, retry_after): ...
+        def tool_results_sent(self, upstream): ...
+
+The tests drive an :class:`~robutler_core.Agent` (non-streaming and streaming) and check what
+its users see: answers and usage, a multi-turn server-side tool conversation whose tool results
+reach the provider under the model's call ids, external tool calls streamed as OpenAI deltas,
+and provider errors mapped to :mod:`robutler_core.errors` with the provider's message, the
+right status and ``retry_after``. The class name does not start with ``Test``, so pytest
+collects only the subclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from .. import Agent, Skill, tool
+from .. import errors
+from ..skill import LLMSkill
+from ..wire import ChunkAssembler
+
+USER = [{"role": "user", "content": "what is 20 plus 22?"}]
+ASK_USER = [{"type": "function", "function": {
+    "name": "ask_user", "description": "Ask the human a question.",
+    "parameters": {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]},
+}}]
+
+ERROR_STATUSES: dict[int, type[errors.RobutlerError]] = {
+    400: errors.BadRequestError,
+    401: errors.AuthenticationError,
+    403: errors.PermissionDeniedError,
+    404: errors.NotFoundError,
+    429: errors.RateLimitError,
+    500: errors.UpstreamError,
+    503: errors.ServiceUnavailableError,
+}
+"""The provider's HTTP status -> the Robutler error the skill must raise."""
+
+
+class Calculator(Skill):
+    """A server-side tool for the contract's tool conversation."""
+
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+async def run(agent: Agent, stream: bool, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One request; returns the completion (assembled when streaming) and the chunks."""
+    if not stream:
+        return await agent.run(USER, **kwargs), []
+    assembler = ChunkAssembler()
+    chunks = []
+    async for chunk in agent.run_streaming(USER, **kwargs):
+        chunks.append(chunk)
+        assembler.add(chunk)
+    return assembler.completion(model=agent.name), chunks
+
+
+class LLMSkillContract:
+    """Inherit in a ``Test...`` class; see the module docstring for what to provide."""
+
+    model: ClassVar[str]
+    """The ``provider/model`` the agent is built with."""
+
+    error_statuses: ClassVar[dict[int, type[errors.RobutlerError]]] = ERROR_STATUSES
+
+    # -- what a provider package provides ------------------------------------------------------
+    def make_skill(self, upstream: Any) -> LLMSkill:
+        """The skill under test, configured to call ``upstream`` without retries."""
+        raise NotImplementedError
+
+    def enqueue_text(self, upstream: Any, text: str, usage: dict[str, int]) -> None:
+        """Script the next answer: ``text``, with ``usage`` (``prompt_tokens``,
+        ``completion_tokens``) in the provider's own usage fields."""
+        raise NotImplementedError
+
+    def enqueue_tool_calls(self, upstream: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Script the next answer: tool calls ``(call_id, name, arguments)``."""
+        raise NotImplementedError
+
+    def enqueue_error(self, upstream: Any, status: int, message: str, retry_after: int) -> None:
+        """Script the next answer: an error ``status`` with ``message`` and a ``retry-after``
+        header of ``retry_after`` seconds."""
+        raise NotImplementedError
+
+    def tool_results_sent(self, upstream: Any) -> list[tuple[str, str]]:
+        """The ``(call_id, content)`` tool results in the last request the upstream received."""
+        raise NotImplementedError
+
+    # -- the contract -------------------------------------------------------------------------
+    def agent(self, upstream: Any) -> Agent:
+        return Agent("contract", "You add numbers.", model=self.model,
+                     skills={"llm": self.make_skill(upstream), "calc": Calculator()})
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_answer_and_usage(self, upstream: Any, stream: bool) -> None:
+        self.enqueue_text(upstream, "Hello there.", {"prompt_tokens": 12, "completion_tokens": 3})
+        agent = self.agent(upstream)
+        context = agent.new_context(USER, None, stream, stream_options={"include_usage": True})
+        completion, chunks = await run(agent, stream, context=context)
+        assert completion["choices"][0]["message"]["content"] == "Hello there."
+        assert completion["choices"][0]["finish_reason"] == "stop"
+        assert completion["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+        [record] = context.usage_records
+        assert record.kind == "llm" and record.metadata["model"] == self.model
+        assert context.answered_by == [self.model]
+        if stream:
+            assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+            assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) >= 1
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_multi_turn_server_side_tool_conversation(self, upstream: Any, stream: bool) -> None:
+        self.enqueue_tool_calls(upstream, [("call_add_1", "add", {"a": 20, "b": 22}),
+                                           ("call_add_2", "add", {"a": 1, "b": 1})])
+        self.enqueue_text(upstream, "20 + 22 = 42", {"prompt_tokens": 40, "completion_tokens": 6})
+        completion, _ = await run(self.agent(upstream), stream)
+        assert completion["choices"][0]["message"]["content"] == "20 + 22 = 42"
+        assert sorted(self.tool_results_sent(upstream)) == [("call_add_1", "42"), ("call_add_2", "2")]
+
+    async def test_external_tool_call_streams_as_openai_deltas(self, upstream: Any) -> None:
+        self.enqueue_tool_calls(upstream, [("call_ask", "ask_user", {"question": "Which city?"})])
+        completion, chunks = await run(self.agent(upstream), True, tools=ASK_USER)
+        fragments = [f for c in chunks if c["choices"] for f in c["choices"][0]["delta"].get("tool_calls", [])]
+        assert fragments[0]["id"] == "call_ask" and fragments[0]["function"]["name"] == "ask_user"
+        assert all(f["index"] == 0 for f in fragments)
+        assert completion["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].replace(" ", "") == (
+            '{"question":"Whichcity?"}')
+        assert completion["choices"][0]["finish_reason"] == "tool_calls"
+
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize("status", sorted(ERROR_STATUSES))
+    async def test_provider_errors_map_to_robutler_errors(self, upstream: Any, status: int, stream: bool) -> None:
+        expected = self.error_statuses.get(status)
+        if expected is None:
+            pytest.skip(f"the provider has no {status} error")
+        self.enqueue_error(upstream, status, f"upstream says {status}", 3)
+        with pytest.raises(errors.RobutlerError) as info:
+            await run(self.agent(upstream), stream)
+        assert type(info.value) is expected
+        assert f"upstream says {status}" in info.value.message
+        if expected is errors.RateLimitError:
+            assert info.value.retry_after == 3
