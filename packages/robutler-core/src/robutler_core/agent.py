@@ -352,7 +352,7 @@ class Agent:
             "skills": sorted(self.skills),
             "tools": [t.definition() for t in self.tools_for_scope("all")],
             "handoffs": [
-                {"name": h.name, "type": getattr(h, "kind", h.handoff_type), "target": h.target}
+                {"name": h.name, "type": h.kind, "target": h.target}
                 for h in self.handoffs_for_scope("all")
             ],
             "http": [{"method": r.method.upper(), "path": f"/{self.name}{r.path}"} for r in self.http_routes],

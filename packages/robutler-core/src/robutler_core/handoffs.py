@@ -67,6 +67,8 @@ class Handoff:
         self.name = name
         self.description = description
         self.scope = normalize_scope(scope)
+        self.kind = self.handoff_type
+        """The ``type`` hooks and ``info()`` see: :attr:`handoff_type`, or ``@handoff``'s own."""
         self._arguments = Tool(_task, name=name)
         self.parameters: dict[str, Any] = self._arguments.parameters
 

@@ -174,7 +174,7 @@ class ToolLoop:
         request = await agent.dispatch(
             "before_handoff", context,
             handoff={
-                "name": handoff.name, "type": getattr(handoff, "kind", handoff.handoff_type),
+                "name": handoff.name, "type": handoff.kind,
                 "target": handoff.target, "arguments": arguments, "messages": list(context.messages),
             },
         )
