@@ -113,3 +113,32 @@ def test_model_cost_hook_prices_any_skill_and_knows_what_it_does_not_know():
     assert model_cost("openai/gpt-4o-mini", usage) == pytest.approx(0.00075)
     assert model_cost("anthropic/claude-sonnet-4-5", usage) == pytest.approx(0.018)
     assert model_cost("openai/no-such-model", usage) is None
+
+
+@pytest.mark.parametrize(("model", "prompt", "completion"), [
+    ("openai/gpt-4o-mini", 1234, 567),
+    ("openai/gpt-4o", 10, 0),
+    ("anthropic/claude-sonnet-4-6", 5000, 800),
+    ("anthropic/claude-haiku-4-5", 1, 1),
+    ("gemini/gemini-2.5-pro", 300_000, 1000),  # the above-200k-tokens rates
+    ("litellm/openai/gpt-4o-mini", 100, 100),
+])
+def test_price_map_reading_agrees_with_litellms_own_arithmetic(model, prompt, completion):
+    import litellm
+
+    from robutler_skill_litellm.pricing import model_cost
+
+    expected = sum(litellm.cost_per_token(model=model.removeprefix("litellm/"), prompt_tokens=prompt,
+                                          completion_tokens=completion))
+    assert model_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion}) == pytest.approx(expected)
+
+
+def test_pricing_does_not_import_litellm():
+    import subprocess
+    import sys
+
+    code = ("import sys; from robutler_core.plugins import model_cost; "
+            "print(round(model_cost('openai/gpt-4o-mini', {'prompt_tokens': 1000000, 'completion_tokens': 0}), 4), "
+            "'litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["0.15", "False"]

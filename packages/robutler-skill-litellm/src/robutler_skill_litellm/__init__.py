@@ -3,8 +3,8 @@
 from robutler_core import hookimpl
 
 from .errors import map_litellm_error
+from .pricing import model_cost as litellm_model_cost
 from .skill import LiteLLMSkill
-from .skill import model_cost as litellm_model_cost
 
 __all__ = ["LiteLLMSkill", "litellm_model_cost", "map_litellm_error"]
 

@@ -18,21 +18,6 @@ _CONNECTION = ("api_key", "api_base", "api_version", "timeout")
 _PASSED = (*_CONNECTION, "temperature", "max_tokens")
 
 
-def model_cost(model: str, usage: dict[str, Any]) -> float | None:
-    """Cost in US dollars of ``usage`` (OpenAI usage dict) for ``model`` (``"provider/model"``,
-    ``"litellm/provider/model"``), from LiteLLM's price map; ``None`` when it has no price."""
-    litellm = _litellm()
-    try:
-        prompt, completion = litellm.cost_per_token(
-            model=model.removeprefix("litellm/"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
-    except Exception:  # LiteLLM raises for models it has no price for
-        return None
-    return prompt + completion
-
-
 def _litellm() -> Any:
     """LiteLLM, imported on first use (its import takes seconds), with its banners off."""
     import litellm
@@ -55,8 +40,8 @@ class LiteLLMSkill(LLMSkill):
     agent tries in order after a retryable failure), ``embedding_model`` (default
     ``openai/text-embedding-3-small``).
 
-    Cost: :func:`model_cost` prices any model in LiteLLM's price map; the plugin answers the
-    ``model_cost`` hook for every LLM skill.
+    Cost: :func:`robutler_skill_litellm.pricing.model_cost` prices any model of LiteLLM's
+    price map; the plugin answers the ``model_cost`` hook for every LLM skill.
 
     Errors: provider failures raise :mod:`robutler_core.errors` (see
     :func:`robutler_skill_litellm.errors.map_litellm_error`).
