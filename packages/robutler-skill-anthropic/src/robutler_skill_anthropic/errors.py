@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import anthropic
-
 from robutler_core import errors
 
 ERROR_TYPE_STATUS = {
@@ -30,6 +28,8 @@ def map_anthropic_error(exc: Exception, model: str) -> errors.RobutlerError | No
     (401, 403, 404 model, 400, 413, 429 with ``retry_after``, 529 overloaded -> 503, 5xx); an
     error event mid-stream by its error ``type``.
     """
+    import anthropic
+
     body = getattr(exc, "body", None)
     text = errors.provider_message(body, getattr(exc, "message", None) or str(exc))
     message = f"provider error from {model}: {text}"

@@ -1,4 +1,8 @@
-"""AnthropicSkill: Claude models through the official anthropic SDK, in OpenAI's format."""
+"""AnthropicSkill: Claude models through the official anthropic SDK, in OpenAI's format.
+
+The SDK is imported at the first call, not with the plugin, so that discovering installed
+skills stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import functools
 import inspect
 import os
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
-
-import anthropic
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError
 
 from .errors import map_anthropic_error
 from .translate import StreamTranslator, to_anthropic_request, to_openai_completion
+
+if TYPE_CHECKING:
+    import anthropic
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when neither the request nor the config sets it (Anthropic requires one)."""
@@ -60,6 +65,8 @@ class AnthropicSkill(LLMSkill):
     def client(self) -> anthropic.AsyncAnthropic:
         """The skill's ``AsyncAnthropic`` client, made at first use."""
         if self._client is None:
+            import anthropic
+
             api_key = self.config.get("api_key") or os.environ.get("ANTHROPIC_API_KEY")
             if not api_key:
                 raise ConfigurationError(
@@ -103,8 +110,11 @@ class AnthropicSkill(LLMSkill):
         request = self._request(messages, tools, params)
         try:
             message = await self.client.messages.create(**request)
-        except anthropic.AnthropicError as exc:
-            raise (map_anthropic_error(exc, self.full_model_name) or exc) from exc
+        except Exception as exc:
+            mapped = map_anthropic_error(exc, self.full_model_name)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return to_openai_completion(message.model_dump())
 
     async def chat_completion_stream(
@@ -121,5 +131,8 @@ class AnthropicSkill(LLMSkill):
                 async for event in stream:
                     for chunk in translator.feed(event.model_dump()):
                         yield chunk
-        except anthropic.AnthropicError as exc:
-            raise (map_anthropic_error(exc, self.full_model_name) or exc) from exc
+        except Exception as exc:
+            mapped = map_anthropic_error(exc, self.full_model_name)
+            if mapped is None:
+                raise
+            raise mapped from exc

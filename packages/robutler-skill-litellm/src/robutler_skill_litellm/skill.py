@@ -81,7 +81,10 @@ class LiteLLMSkill(LLMSkill):
         try:
             response = await litellm.acompletion(**self._request(messages, tools, params))
         except Exception as exc:
-            raise (map_litellm_error(exc, self.model) or exc) from exc
+            mapped = map_litellm_error(exc, self.model)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return response.model_dump(exclude_none=True)
 
     async def chat_completion_stream(
@@ -97,7 +100,10 @@ class LiteLLMSkill(LLMSkill):
             async for chunk in stream:
                 yield chunk.model_dump(exclude_none=True)
         except Exception as exc:
-            raise (map_litellm_error(exc, self.model) or exc) from exc
+            mapped = map_litellm_error(exc, self.model)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors for ``texts`` (one list of floats per text), via LiteLLM."""
@@ -109,5 +115,8 @@ class LiteLLMSkill(LLMSkill):
         try:
             response = await litellm.aembedding(model=embedding_model, input=inputs, **request)
         except Exception as exc:
-            raise (map_litellm_error(exc, embedding_model) or exc) from exc
+            mapped = map_litellm_error(exc, embedding_model)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return [item["embedding"] for item in sorted(response.data, key=lambda d: d["index"])]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import openai
-
 from robutler_core import errors
 
 
@@ -14,6 +12,8 @@ def map_openai_error(exc: Exception, model: str) -> errors.RobutlerError | None:
     (502), ``APIStatusError`` by status as :func:`robutler_core.errors.upstream_error` maps it
     (401, 403, 404 model, 400, 429 with ``retry_after`` from the response headers, 5xx).
     """
+    import openai
+
     text = errors.provider_message(getattr(exc, "body", None), getattr(exc, "message", None) or str(exc))
     message = f"provider error from {model}: {text}"
     if isinstance(exc, openai.APITimeoutError):

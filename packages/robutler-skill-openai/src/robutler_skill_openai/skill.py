@@ -1,17 +1,22 @@
-"""OpenAISkill and XAISkill: chat completions and embeddings through the official openai SDK."""
+"""OpenAISkill and XAISkill: chat completions and embeddings through the official openai SDK.
+
+The SDK is imported at the first call, not with the plugin, so that discovering installed
+skills stays fast.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
-
-import openai
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError
 
 from .errors import map_openai_error
+
+if TYPE_CHECKING:
+    import openai
 
 DEFAULT_MAX_RETRIES = 2
 """The SDK's own retries (with exponential backoff, honouring ``retry-after``) on 408, 409,
@@ -55,6 +60,8 @@ class OpenAISkill(LLMSkill):
     def client(self) -> openai.AsyncOpenAI:
         """The skill's ``AsyncOpenAI`` client, made at first use."""
         if self._client is None:
+            import openai
+
             api_key = self.config.get("api_key") or os.environ.get(self.api_key_env)
             if not api_key:
                 raise ConfigurationError(
@@ -94,8 +101,11 @@ class OpenAISkill(LLMSkill):
         params.pop("stream_options", None)
         try:
             response = await self.client.chat.completions.create(**self._request(messages, tools, params))
-        except openai.OpenAIError as exc:
-            raise (map_openai_error(exc, self.full_model_name) or exc) from exc
+        except Exception as exc:
+            mapped = map_openai_error(exc, self.full_model_name)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return response.model_dump(exclude_none=True)
 
     async def chat_completion_stream(
@@ -111,8 +121,11 @@ class OpenAISkill(LLMSkill):
             async with stream:
                 async for chunk in stream:
                     yield chunk.model_dump(exclude_none=True)
-        except openai.OpenAIError as exc:
-            raise (map_openai_error(exc, self.full_model_name) or exc) from exc
+        except Exception as exc:
+            mapped = map_openai_error(exc, self.full_model_name)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors (``POST /embeddings``): one list of floats per text, in order."""
@@ -120,8 +133,11 @@ class OpenAISkill(LLMSkill):
         embedding_model = model or self.config.get("embedding_model") or self.default_embedding_model
         try:
             response = await self.client.embeddings.create(model=embedding_model, input=inputs)
-        except openai.OpenAIError as exc:
-            raise (map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}") or exc) from exc
+        except Exception as exc:
+            mapped = map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")
+            if mapped is None:
+                raise
+            raise mapped from exc
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 
