@@ -9,6 +9,8 @@ as the HTTP status (see https://platform.openai.com/docs/guides/error-codes). Gu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -182,6 +184,20 @@ def provider_message(body: Any, default: str) -> str:
     return default
 
 
+@contextlib.contextmanager
+def mapped_errors(mapper: Callable[[Exception], RobutlerError | None]) -> Iterator[None]:
+    """Raise ``mapper(exc)`` (chained to ``exc``) for an exception of the block, or ``exc``
+    itself when the mapper returns ``None``. Provider skills wrap SDK calls in it, streaming
+    loops included (cancellation and generator exits pass untouched)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = mapper(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from a ``retry-after`` (or ``retry-after-ms``) header of a mapping, else ``None``.
 
@@ -213,6 +229,7 @@ __all__ = [
     "ServiceUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "mapped_errors",
     "parse_retry_after",
     "provider_message",
     "upstream_error",

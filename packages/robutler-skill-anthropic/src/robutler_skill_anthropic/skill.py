@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError
+from robutler_core.errors import ConfigurationError, mapped_errors
 
 from .errors import map_anthropic_error
 from .translate import StreamTranslator, to_anthropic_request, to_openai_completion
@@ -108,13 +108,8 @@ class AnthropicSkill(LLMSkill):
     ) -> dict[str, Any]:
         """``POST /v1/messages``; returns a ``chat.completion`` dict."""
         request = self._request(messages, tools, params)
-        try:
+        with mapped_errors(lambda exc: map_anthropic_error(exc, self.full_model_name)):
             message = await self.client.messages.create(**request)
-        except Exception as exc:
-            mapped = map_anthropic_error(exc, self.full_model_name)
-            if mapped is None:
-                raise
-            raise mapped from exc
         return to_openai_completion(message.model_dump())
 
     async def chat_completion_stream(
@@ -125,14 +120,9 @@ class AnthropicSkill(LLMSkill):
         carries ``usage``. Closing the iterator closes the HTTP response."""
         request = self._request(messages, tools, params)
         translator = StreamTranslator()
-        try:
+        with mapped_errors(lambda exc: map_anthropic_error(exc, self.full_model_name)):
             stream = await self.client.messages.create(stream=True, **request)
             async with stream:
                 async for event in stream:
                     for chunk in translator.feed(event.model_dump()):
                         yield chunk
-        except Exception as exc:
-            mapped = map_anthropic_error(exc, self.full_model_name)
-            if mapped is None:
-                raise
-            raise mapped from exc

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError
+from robutler_core.errors import ConfigurationError, mapped_errors
 
 from .errors import map_litellm_error
 
@@ -78,13 +78,8 @@ class LiteLLMSkill(LLMSkill):
         litellm = _litellm()
 
         params.pop("stream_options", None)
-        try:
+        with mapped_errors(lambda exc: map_litellm_error(exc, self.model)):
             response = await litellm.acompletion(**self._request(messages, tools, params))
-        except Exception as exc:
-            mapped = map_litellm_error(exc, self.model)
-            if mapped is None:
-                raise
-            raise mapped from exc
         return response.model_dump(exclude_none=True)
 
     async def chat_completion_stream(
@@ -95,15 +90,10 @@ class LiteLLMSkill(LLMSkill):
         litellm = _litellm()
 
         params["stream_options"] = {"include_usage": True}
-        try:
+        with mapped_errors(lambda exc: map_litellm_error(exc, self.model)):
             stream = await litellm.acompletion(stream=True, **self._request(messages, tools, params))
             async for chunk in stream:
                 yield chunk.model_dump(exclude_none=True)
-        except Exception as exc:
-            mapped = map_litellm_error(exc, self.model)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors for ``texts`` (one list of floats per text), via LiteLLM."""
@@ -112,11 +102,6 @@ class LiteLLMSkill(LLMSkill):
         inputs = [texts] if isinstance(texts, str) else list(texts)
         request = self._configured(_CONNECTION)
         embedding_model = model or self.config.get("embedding_model") or "openai/text-embedding-3-small"
-        try:
+        with mapped_errors(lambda exc: map_litellm_error(exc, embedding_model)):
             response = await litellm.aembedding(model=embedding_model, input=inputs, **request)
-        except Exception as exc:
-            mapped = map_litellm_error(exc, embedding_model)
-            if mapped is None:
-                raise
-            raise mapped from exc
         return [item["embedding"] for item in sorted(response.data, key=lambda d: d["index"])]

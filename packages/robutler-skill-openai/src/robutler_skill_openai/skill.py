@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError
+from robutler_core.errors import ConfigurationError, mapped_errors
 
 from .errors import map_openai_error
 
@@ -99,13 +99,8 @@ class OpenAISkill(LLMSkill):
     ) -> dict[str, Any]:
         """``POST /chat/completions``; returns the ``chat.completion`` as a dict."""
         params.pop("stream_options", None)
-        try:
+        with mapped_errors(lambda exc: map_openai_error(exc, self.full_model_name)):
             response = await self.client.chat.completions.create(**self._request(messages, tools, params))
-        except Exception as exc:
-            mapped = map_openai_error(exc, self.full_model_name)
-            if mapped is None:
-                raise
-            raise mapped from exc
         return response.model_dump(exclude_none=True)
 
     async def chat_completion_stream(
@@ -116,28 +111,18 @@ class OpenAISkill(LLMSkill):
         (``stream_options.include_usage`` is always asked for). Closing the iterator closes
         the HTTP response."""
         params["stream_options"] = {"include_usage": True}
-        try:
+        with mapped_errors(lambda exc: map_openai_error(exc, self.full_model_name)):
             stream = await self.client.chat.completions.create(stream=True, **self._request(messages, tools, params))
             async with stream:
                 async for chunk in stream:
                     yield chunk.model_dump(exclude_none=True)
-        except Exception as exc:
-            mapped = map_openai_error(exc, self.full_model_name)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors (``POST /embeddings``): one list of floats per text, in order."""
         inputs = [texts] if isinstance(texts, str) else list(texts)
         embedding_model = model or self.config.get("embedding_model") or self.default_embedding_model
-        try:
+        with mapped_errors(lambda exc: map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")):
             response = await self.client.embeddings.create(model=embedding_model, input=inputs)
-        except Exception as exc:
-            mapped = map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")
-            if mapped is None:
-                raise
-            raise mapped from exc
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 

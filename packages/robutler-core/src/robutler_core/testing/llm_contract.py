@@ -30,6 +30,7 @@ collects only the subclasses.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import pytest
@@ -162,3 +163,32 @@ class LLMSkillContract:
         assert f"upstream says {status}" in info.value.message
         if expected is errors.RateLimitError:
             assert info.value.retry_after == 3
+
+
+class OpenAIWireContract(LLMSkillContract):
+    """The contract for skills that call an OpenAI-compatible API: the upstream is a
+    :class:`~robutler_core.testing.fake_openai.FakeOpenAIServer`; a subclass sets
+    :attr:`model` and :meth:`make_skill` only."""
+
+    @pytest.fixture
+    def upstream(self) -> Any:
+        from .fake_openai import FakeOpenAIServer
+
+        with FakeOpenAIServer() as server:
+            yield server
+
+    def enqueue_text(self, upstream: Any, text: str, usage: dict[str, int]) -> None:
+        upstream.enqueue_completion({"role": "assistant", "content": text},
+                                    usage={**usage, "total_tokens": sum(usage.values())})
+
+    def enqueue_tool_calls(self, upstream: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+        upstream.enqueue_completion({"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+            for call_id, name, arguments in calls]})
+
+    def enqueue_error(self, upstream: Any, status: int, message: str, retry_after: int) -> None:
+        upstream.enqueue_error(status, message, headers={"retry-after": str(retry_after)})
+
+    def tool_results_sent(self, upstream: Any) -> list[tuple[str, str]]:
+        messages = upstream.requests[-1].body["messages"]
+        return [(m["tool_call_id"], m["content"]) for m in messages if m["role"] == "tool"]
