@@ -6,7 +6,7 @@ import pytest
 
 from robutler_core import DROP, Agent, Skill, ToolCallBlocked, hook, prompt, tool
 from robutler_core.errors import PermissionDeniedError, RateLimitError
-from robutler_core.testing import ScriptedModel, text_chunks, tool_call_chunks
+from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
 
 USER = [{"role": "user", "content": "what is the weather"}]
 
@@ -413,3 +413,57 @@ async def test_any_callable_with_a_signature_can_be_a_hook():
     })
     await agent.run(USER)
     assert seen == [("object", "a"), ("partial", "user"), ("partial", "assistant")]
+
+
+class _Pinger(Skill):
+    """A tool, so that the tool-call events fire."""
+
+    @tool
+    def ping(self) -> str:
+        """Ping."""
+        return "pong"
+
+
+def _failing_agent(event, finalized):
+    """An agent whose run fires every event (a tool, a handoff, two turns), with a hook that
+    raises in ``event``."""
+    from robutler_core import handoff
+
+    def boom(context):
+        raise PermissionDeniedError(f"{event} says no")
+
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    model = ScriptedModel([
+        [*tool_call_chunks([("ping", "{}"), ("switch_to_other", {"task": "x"})]), *finish_chunks("tool_calls", usage)],
+        [*text_chunks("final answer"), *finish_chunks("stop", usage)],
+    ])
+    hooks = {"finalize_connection": [lambda context: finalized.append(1)]}
+    hooks.setdefault(event, []).insert(0, boom)
+    return Agent("a", model=model, skills={"pinger": _Pinger()}, handoffs=[handoff("test/other")],
+                 hooks=hooks), model
+
+
+@pytest.mark.parametrize("event", ["on_connection", "on_message", "on_chunk", "before_toolcall", "before_handoff"])
+async def test_every_guarding_event_fails_closed(event):
+    finalized = []
+    agent, _ = _failing_agent(event, finalized)
+    with pytest.raises(PermissionDeniedError, match=f"{event} says no"):
+        [c async for c in agent.run_streaming(USER)]
+    assert finalized == [1]
+
+
+@pytest.mark.parametrize("event", ["after_toolcall", "after_handoff", "finalize_connection"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_every_observing_event_keeps_the_response(event, stream, caplog):
+    finalized = []
+    agent, model = _failing_agent(event, finalized)
+    context = agent.new_context(USER, None, stream)
+    if stream:
+        chunks = [c async for c in agent.run_streaming(USER, context=context)]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    else:
+        text = (await agent.run(USER, context=context))["choices"][0]["message"]["content"]
+    assert text == "final answer"
+    assert len(context.usage_records) == 3  # two turns of the agent's model, one of the handoff's
+    assert finalized == [1]
+    assert f"{event} hook" in caplog.text and "says no" in caplog.text
