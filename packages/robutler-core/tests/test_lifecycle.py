@@ -467,3 +467,23 @@ async def test_every_observing_event_keeps_the_response(event, stream, caplog):
     assert len(context.usage_records) == 3  # two turns of the agent's model, one of the handoff's
     assert finalized == [1]
     assert f"{event} hook" in caplog.text and "says no" in caplog.text
+
+
+async def test_a_usage_record_survives_a_cancellation_while_it_is_priced():
+    priced = asyncio.Event()
+
+    class SlowPricing(ScriptedModel):
+        async def usage_cost(self, usage):
+            priced.set()
+            await asyncio.sleep(30)
+
+    usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    agent = Agent("a", model=SlowPricing([[*text_chunks("hi"), *finish_chunks("stop", usage)]]))
+    context = agent.new_context(USER, None, False)
+    task = asyncio.create_task(agent.run(USER, context=context))
+    await priced.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = context.usage_records
+    assert record.metadata["total_tokens"] == 9 and record.metadata["cost_usd"] is None

@@ -37,6 +37,12 @@ class UsageRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
 
+    def set_cost_usd(self, cost_usd: float | None) -> None:
+        """Price the record: ``credits`` becomes the cost in US dollars (0 when unknown) and
+        ``metadata["cost_usd"]`` the cost (``None`` when unknown)."""
+        self.credits = cost_usd or 0
+        self.metadata["cost_usd"] = cost_usd
+
 
 @dataclass
 class Context:
@@ -119,8 +125,9 @@ class Context:
             return None
         metadata: dict[str, Any] = {"model": model}
         metadata.update({k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
-        metadata["cost_usd"] = cost_usd
-        return self.track_usage(cost_usd or 0, f"model call to {model}", kind="llm", metadata=metadata)
+        record = self.track_usage(0, f"model call to {model}", kind="llm", metadata=metadata)
+        record.set_cost_usd(cost_usd)
+        return record
 
     # -- agent capabilities ------------------------------------------------------------------
     @property

@@ -233,9 +233,7 @@ class LLMHandoff(Handoff):
             {"role": "user", "content": request["arguments"]["task"]},
         ]
         completion = await self.llm.chat_completion(messages)
-        usage = completion.get("usage")
-        if usage:
-            context.track_llm_usage(self.llm.full_model_name, usage, await self.llm.usage_cost(usage))
+        await self.llm.record_usage(context, completion.get("usage"))
         content = completion["choices"][0]["message"].get("content") or ""
         return HandoffResult(result=content, handoff_type="llm", metadata={"model": self._label})
 

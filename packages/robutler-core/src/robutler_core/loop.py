@@ -83,8 +83,7 @@ class ToolLoop:
                 message, finish_reason, turn_usage, llm = await _model_turn(chain, messages, tool_defs, params)
                 context.answered_by.append(llm.full_model_name)
             add_usage(usage, turn_usage)
-            if turn_usage:
-                context.track_llm_usage(llm.full_model_name, turn_usage, await llm.usage_cost(turn_usage))
+            await llm.record_usage(context, turn_usage)
             if message.get("content"):
                 texts.append(message["content"])
             calls = message.get("tool_calls") or []

@@ -119,6 +119,14 @@ class LLMSkill(Skill, abc.ABC):
         when this one fails with a retryable error (429, 5xx, timeout)."""
         return list(self.config.get("fallbacks") or [])
 
+    async def record_usage(self, context: Context, usage: dict[str, Any] | None) -> None:
+        """Record one call's ``usage`` on ``context`` (a ``kind="llm"`` record), then price it
+        with :meth:`usage_cost`. The record exists before the pricing is awaited, so a request
+        cancelled meanwhile keeps it (unpriced)."""
+        record = context.track_llm_usage(self.full_model_name, usage)
+        if record is not None and usage:
+            record.set_cost_usd(await self.usage_cost(usage))
+
     async def usage_cost(self, usage: dict[str, Any]) -> float | None:
         """The cost in US dollars of one call's ``usage`` (OpenAI ``usage`` dict), or ``None``
         when unknown. By default the installed plugins' ``model_cost`` hook prices
