@@ -148,3 +148,10 @@ async def test_embeddings(upstream):
     assert len(vectors) == 2 and len(vectors[0]) == 8 and vectors[0] != vectors[1]
     body = upstream.requests[0].body
     assert body["model"] == "text-embedding-3-small" and body["input"] == ["one", "two"]
+
+
+async def test_xai_embeddings_need_a_named_model(upstream):
+    with pytest.raises(errors.ConfigurationError, match=r"XAISkill.embed needs a model"):
+        await skill(upstream, cls=XAISkill).embed("text")
+    vectors = await skill(upstream, cls=XAISkill, embedding_model="grok-embed").embed("text")
+    assert len(vectors) == 1 and upstream.requests[-1].body["model"] == "grok-embed"

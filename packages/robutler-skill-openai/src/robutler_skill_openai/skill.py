@@ -49,7 +49,7 @@ class OpenAISkill(LLMSkill):
     api_key_env: ClassVar[str] = "OPENAI_API_KEY"
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
     default_base_url: ClassVar[str | None] = None
-    default_embedding_model: ClassVar[str] = "text-embedding-3-small"
+    default_embedding_model: ClassVar[str | None] = "text-embedding-3-small"
     sends_openai_organization: ClassVar[bool] = True
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -118,9 +118,16 @@ class OpenAISkill(LLMSkill):
                     yield chunk.model_dump(exclude_none=True)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
-        """Embedding vectors (``POST /embeddings``): one list of floats per text, in order."""
+        """Embedding vectors (``POST /embeddings``): one list of floats per text, in order.
+
+        Raises ConfigurationError when no embedding model is named (xAI has no default here).
+        """
         inputs = [texts] if isinstance(texts, str) else list(texts)
         embedding_model = model or self.config.get("embedding_model") or self.default_embedding_model
+        if not embedding_model:
+            raise ConfigurationError(
+                f"{type(self).__name__}.embed needs a model: pass model= or set config['embedding_model']"
+            )
         with mapped_errors(lambda exc: map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")):
             response = await self.client.embeddings.create(model=embedding_model, input=inputs)
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
@@ -137,5 +144,5 @@ class XAISkill(OpenAISkill):
     api_key_env: ClassVar[str] = "XAI_API_KEY"
     base_url_env: ClassVar[str] = "XAI_BASE_URL"
     default_base_url: ClassVar[str | None] = "https://api.x.ai/v1"
-    default_embedding_model: ClassVar[str] = "v1"
+    default_embedding_model: ClassVar[str | None] = None  # name it in config["embedding_model"]
     sends_openai_organization: ClassVar[bool] = False
