@@ -82,6 +82,33 @@ class SlowModel(ScriptedModel):
             raise
 
 
+class StuckModel(ScriptedModel):
+    """Never answers, streaming or not, until cancelled; records the cancellation."""
+
+    def __init__(self):
+        super().__init__([])
+        self.cancelled = threading.Event()
+
+    async def _hang(self):
+        import asyncio
+
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def chat_completion(self, messages, tools=None, **params):
+        await self._hang()
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        await self._hang()
+        yield {}
+
+
+STUCK = StuckModel()
+
+
 @pytest.fixture(scope="module")
 def served():
     finalized = []
@@ -96,6 +123,7 @@ def served():
         Agent("front", model=front_model, handoffs=[handoff("billing")]),
         Agent("billing", instructions="You refund orders.", model="test"),
         Agent("slow", model=slow, hooks={"finalize_connection": lambda context: finalized.append("slow")}),
+        Agent("stuck", model=STUCK, hooks={"finalize_connection": lambda context: finalized.append("stuck")}),
     ]
     with serve_in_thread(create_app(agents)) as url:
         yield url, finalized, slow, front_model
@@ -184,3 +212,19 @@ def test_client_disconnect_cancels_the_model_and_finalizes_once(served):
         time.sleep(0.01)
     time.sleep(0.1)
     assert finalized.count("slow") == before + 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stream):
+    url, finalized, *_ = served
+    STUCK.cancelled.clear()
+    before = finalized.count("stuck")
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": stream}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/stuck/chat/completions", json=body, timeout=httpx.Timeout(5, read=0.5))
+    assert STUCK.cancelled.wait(5)
+    deadline = time.monotonic() + 5
+    while finalized.count("stuck") == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert finalized.count("stuck") == before + 1

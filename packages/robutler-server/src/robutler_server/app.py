@@ -23,6 +23,7 @@ from robutler_core.errors import BadRequestError, ConfigurationError, NotFoundEr
 from robutler_core.plugins import SkillRegistry, installed_skills
 
 from .errors import install_error_handlers, internal_error, logger, sse_event
+from .disconnect import until_disconnected
 from .http_routes import mount_http_routes
 from .schemas import ChatCompletionRequest
 
@@ -126,13 +127,13 @@ async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) 
         messages, tools, bool(body.stream), headers=dict(request.headers), **body.model_params()
     )
     if not body.stream:
-        completion = await agent.run(messages, tools, context=context)
+        completion = await until_disconnected(request, agent.run(messages, tools, context=context))
         return JSONResponse(completion, headers=_model_header(context))
     stream = agent.run_streaming(messages, tools, context=context)
     try:
         # Pull the first chunk before answering, so that a failure before any output (auth,
         # payment, a provider's 429) gets its own HTTP status rather than a 200 stream.
-        first = await anext(stream)
+        first = await until_disconnected(request, anext(stream))
     except StopAsyncIteration:
         first = None
     except BaseException:

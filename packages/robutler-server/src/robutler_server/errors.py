@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from robutler_core.errors import BadRequestError, RobutlerError
+
+from .disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 
 logger = logging.getLogger("robutler_server")
 
@@ -57,6 +59,11 @@ def install_error_handlers(app: FastAPI) -> None:
         error = RobutlerError(str(exc.detail), status_code=exc.status_code)
         error.type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(error)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+        logger.info("%s; its work was cancelled", exc)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
