@@ -17,6 +17,7 @@ Three kinds, all built by :func:`robutler_core.handoff`:
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,7 +56,7 @@ class HandoffResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Handoff:
+class Handoff(abc.ABC):
     """Base class: a named handoff the model can call, with its OpenAI tool definition.
 
     Subclasses set :attr:`handoff_type`, :attr:`parameters` and implement :meth:`execute`.
@@ -91,9 +92,9 @@ class Handoff:
         """The model's arguments as a dict; raises :class:`~robutler_core.tools.ToolArgumentsError`."""
         return self._arguments.validate_arguments(arguments)
 
+    @abc.abstractmethod
     async def execute(self, context: Context, request: dict[str, Any]) -> HandoffResult:
         """Run the handoff described by ``request`` (the ``before_handoff`` payload)."""
-        raise NotImplementedError
 
 
 class FunctionHandoff(Handoff):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .context import Context, get_context
 from .decorators import DEFAULT_PRIORITY
+from .errors import ConfigurationError
 from .scopes import Scope, normalize_scope
 
 if TYPE_CHECKING:
@@ -104,6 +105,20 @@ class LLMSkill(Skill, abc.ABC):
     def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
         """Config for ``"{prefix}/{model}"``: by default ``{"model": model}``."""
         return {"model": model}
+
+    def request_params(self, params: dict[str, Any], defaults: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The parameters of one model call: ``config`` values of the ``defaults`` keys, then
+        the request's ``params`` that are not ``None`` (they win).
+
+        Raises ConfigurationError when the skill has no model to call.
+        """
+        if not self.model:
+            raise ConfigurationError(
+                f"{type(self).__name__} has no model: set config['model'] or the agent's model"
+            )
+        merged = {k: self.config[k] for k in defaults if self.config.get(k) is not None}
+        merged.update({k: v for k, v in params.items() if v is not None})
+        return merged
 
     @property
     def full_model_name(self) -> str:

@@ -87,12 +87,8 @@ class AnthropicSkill(LLMSkill):
     def _request(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]
     ) -> dict[str, Any]:
-        if not self.model:
-            raise ConfigurationError("AnthropicSkill has no model: set config['model'] or the agent's model")
-        merged = {k: self.config[k] for k in ("temperature",) if self.config.get(k) is not None}
-        merged.update({k: v for k, v in params.items() if v is not None})
         request = to_anthropic_request(
-            messages, tools, merged, model=self.model,
+            messages, tools, self.request_params(params, ("temperature",)), model=self.model,
             max_tokens=int(self.config.get("max_tokens") or DEFAULT_MAX_TOKENS),
         )
         # Fields this SDK version has no argument for (newer SDKs dropped temperature/top_p

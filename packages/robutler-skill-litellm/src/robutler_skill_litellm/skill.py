@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError, mapped_errors
+from robutler_core.errors import mapped_errors
 
 from .errors import map_litellm_error
 
@@ -57,15 +57,9 @@ class LiteLLMSkill(LLMSkill):
     def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
         return {"model": model if prefix == "litellm" else f"{prefix}/{model}"}
 
-    def _configured(self, keys: tuple[str, ...]) -> dict[str, Any]:
-        return {k: self.config[k] for k in keys if self.config.get(k) is not None}
-
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]) -> dict[str, Any]:
-        if not self.model:
-            raise ConfigurationError("LiteLLMSkill has no model: set config['model'] or the agent's model")
-        request = self._configured(_PASSED)
+        request = self.request_params(params, _PASSED)
         request["num_retries"] = int(self.config.get("retries", 0))
-        request.update({k: v for k, v in params.items() if v is not None})
         request.update(model=self.model, messages=messages)
         if tools:
             request["tools"] = tools
@@ -100,7 +94,7 @@ class LiteLLMSkill(LLMSkill):
         litellm = _litellm()
 
         inputs = [texts] if isinstance(texts, str) else list(texts)
-        request = self._configured(_CONNECTION)
+        request = {k: self.config[k] for k in _CONNECTION if self.config.get(k) is not None}
         embedding_model = model or self.config.get("embedding_model") or "openai/text-embedding-3-small"
         with mapped_errors(lambda exc: map_litellm_error(exc, embedding_model)):
             response = await litellm.aembedding(model=embedding_model, input=inputs, **request)

@@ -85,10 +85,7 @@ class OpenAISkill(LLMSkill):
     def _request(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]
     ) -> dict[str, Any]:
-        if not self.model:
-            raise ConfigurationError(f"{type(self).__name__} has no model: set config['model'] or the agent's model")
-        request = {k: self.config[k] for k in ("temperature", "max_tokens") if self.config.get(k) is not None}
-        request.update({k: v for k, v in params.items() if v is not None})
+        request = self.request_params(params, ("temperature", "max_tokens"))
         request.update(model=self.model, messages=messages)
         if tools:
             request["tools"] = tools

@@ -30,6 +30,7 @@ collects only the subclasses.
 
 from __future__ import annotations
 
+import abc
 import json
 from typing import Any, ClassVar
 
@@ -79,7 +80,7 @@ async def run(agent: Agent, stream: bool, **kwargs: Any) -> tuple[dict[str, Any]
     return assembler.completion(model=agent.name), chunks
 
 
-class LLMSkillContract:
+class LLMSkillContract(abc.ABC):
     """Inherit in a ``Test...`` class; see the module docstring for what to provide."""
 
     model: ClassVar[str]
@@ -88,27 +89,27 @@ class LLMSkillContract:
     error_statuses: ClassVar[dict[int, type[errors.RobutlerError]]] = ERROR_STATUSES
 
     # -- what a provider package provides ------------------------------------------------------
+    @abc.abstractmethod
     def make_skill(self, upstream: Any) -> LLMSkill:
         """The skill under test, configured to call ``upstream`` without retries."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def enqueue_text(self, upstream: Any, text: str, usage: dict[str, int]) -> None:
         """Script the next answer: ``text``, with ``usage`` (``prompt_tokens``,
         ``completion_tokens``) in the provider's own usage fields."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def enqueue_tool_calls(self, upstream: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Script the next answer: tool calls ``(call_id, name, arguments)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def enqueue_error(self, upstream: Any, status: int, message: str, retry_after: int) -> None:
         """Script the next answer: an error ``status`` with ``message`` and a ``retry-after``
         header of ``retry_after`` seconds."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tool_results_sent(self, upstream: Any) -> list[tuple[str, str]]:
         """The ``(call_id, content)`` tool results in the last request the upstream received."""
-        raise NotImplementedError
 
     # -- the contract -------------------------------------------------------------------------
     def agent(self, upstream: Any) -> Agent:
