@@ -4,10 +4,9 @@ speaking Anthropic's Messages wire format (JSON, SSE events, errors)."""
 import pytest
 
 from robutler_core import Agent
-from robutler_core.testing.llm_contract import Calculator
+from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
-from robutler_core.wire import ChunkAssembler
 from robutler_skill_anthropic import DEFAULT_MAX_TOKENS, AnthropicSkill
 from robutler_skill_anthropic.testing import AnthropicResponse, FakeAnthropicServer
 from robutler_skill_litellm import LiteLLMSkill
@@ -44,14 +43,8 @@ async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
     upstream.enqueue_message("20 + 22 = 42", usage={"input_tokens": 150, "output_tokens": 8})
     agent = calc_agent(upstream)
     context = agent.new_context(USER, None, stream, stream_options={"include_usage": True})
-    if stream:
-        assembler = ChunkAssembler()
-        async for chunk in agent.run_streaming(USER, context=context):
-            assembler.add(chunk)
-        content, usage = assembler.content, assembler.usage
-    else:
-        completion = await agent.run(USER, context=context)
-        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    completion, _ = await run(agent, stream, context=context)
+    content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
     assert content == "Adding.20 + 22 = 42"
     assert usage == {"prompt_tokens": 250, "completion_tokens": 18, "total_tokens": 268}
     first, second = (r.body for r in upstream.requests)

@@ -5,11 +5,10 @@ import json
 import pytest
 
 from robutler_core import Agent
-from robutler_core.testing.llm_contract import Calculator
+from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import SkillRegistry, get_plugin_manager, installed_skills
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
-from robutler_core.wire import ChunkAssembler
 from robutler_skill_litellm import LiteLLMSkill
 
 USER = [{"role": "user", "content": "what is 20 plus 22?"}]
@@ -45,15 +44,8 @@ def test_registered_and_resolves_prefixes(monkeypatch):
 async def test_tool_loop_through_litellm(upstream, stream):
     upstream.enqueue_completion(add_call())
     upstream.enqueue_completion({"role": "assistant", "content": "20 + 22 = 42"})
-    agent = agent_for(upstream)
-    if stream:
-        assembler = ChunkAssembler()
-        async for chunk in agent.run_streaming(USER, stream_options={"include_usage": True}):
-            assembler.add(chunk)
-        content, usage = assembler.content, assembler.usage
-    else:
-        completion = await agent.run(USER)
-        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    completion, _ = await run(agent_for(upstream), stream, stream_options={"include_usage": True})
+    content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
     assert content == "20 + 22 = 42"
     assert usage["completion_tokens"] == 10  # two upstream calls, 5 each
     first, second = (r.body for r in upstream.requests)

@@ -6,11 +6,10 @@ import json
 import pytest
 
 from robutler_core import Agent
-from robutler_core.testing.llm_contract import Calculator
+from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
-from robutler_core.wire import ChunkAssembler
 from robutler_skill_litellm import LiteLLMSkill
 from robutler_skill_openai import OpenAISkill, XAISkill
 
@@ -62,14 +61,8 @@ async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
                                 usage={"prompt_tokens": 50, "completion_tokens": 6, "total_tokens": 56})
     agent = calc_agent(upstream, temperature=0.1)
     context = agent.new_context(USER, None, stream, temperature=0.7, stream_options={"include_usage": True})
-    if stream:
-        assembler = ChunkAssembler()
-        async for chunk in agent.run_streaming(USER, context=context):
-            assembler.add(chunk)
-        content, usage = assembler.content, assembler.usage
-    else:
-        completion = await agent.run(USER, context=context)
-        content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
+    completion, _ = await run(agent, stream, context=context)
+    content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
     assert content == "20 + 22 = 42"
     assert usage == {"prompt_tokens": 80, "completion_tokens": 13, "total_tokens": 93}
     first, second = (r.body for r in upstream.requests)
