@@ -4,7 +4,7 @@ import pytest
 
 from robutler_core import Agent
 from robutler_core.errors import AuthenticationError, ConfigurationError, RateLimitError, ServiceUnavailableError, UpstreamError
-from robutler_core.testing import ScriptedModel, text_chunks
+from robutler_core.testing import ScriptedModel, run_request, text_chunks
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -20,11 +20,8 @@ async def test_retryable_failure_falls_back_and_the_context_says_who_answered(st
     third = model("third", text_chunks("from the third"))
     agent = Agent("a", model=primary, fallbacks=[second, third])
     context = agent.new_context(USER, None, stream)
-    if stream:
-        chunks = [c async for c in agent.run_streaming(USER, context=context)]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    else:
-        text = (await agent.run(USER, context=context))["choices"][0]["message"]["content"]
+    completion = await run_request(agent, USER, stream=stream, context=context)
+    text = completion["choices"][0]["message"]["content"]
     assert text == "from the third"
     assert context.answered_by == ["third"]
     assert len(primary.calls) == len(second.calls) == len(third.calls) == 1

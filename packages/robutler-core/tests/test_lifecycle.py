@@ -6,7 +6,7 @@ import pytest
 
 from robutler_core import DROP, Agent, Skill, ToolCallBlocked, hook, prompt, tool
 from robutler_core.errors import PermissionDeniedError, RateLimitError
-from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
+from robutler_core.testing import ScriptedModel, finish_chunks, run_request, text_chunks, tool_call_chunks
 
 USER = [{"role": "user", "content": "what is the weather"}]
 
@@ -72,11 +72,8 @@ async def test_events_fire_in_order_across_skills_and_agent_hooks(stream):
     log = []
     skills, hooks = recorder(log)
     agent = Agent("a", model="test", skills=skills, hooks=hooks)
-    if stream:
-        chunks = [c async for c in agent.run_streaming(USER)]
-        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    else:
-        await agent.run(USER)
+    completion = await run_request(agent, USER, stream=stream)
+    assert completion["choices"][0]["finish_reason"] == "stop"
     expected = [
         "weather.on_connection.5", "audit.on_connection.20", "agent.on_connection.50",
         "audit.on_message.user",
@@ -138,11 +135,8 @@ async def test_before_toolcall_blocks_a_call_with_a_result_the_model_sees(stream
             after.append(result)
 
     agent = Agent("a", model="test", skills={"guard": Guard()})
-    if stream:
-        chunks = [c async for c in agent.run_streaming(USER)]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    else:
-        text = (await agent.run(USER))["choices"][0]["message"]["content"]
+    completion = await run_request(agent, USER, stream=stream)
+    text = completion["choices"][0]["message"]["content"]
     assert ran == []
     assert after == ["blocked by policy: deleting is not allowed"]
     assert text == "Tool results: delete_everything returned blocked by policy: deleting is not allowed"
@@ -180,10 +174,7 @@ async def test_guard_fails_closed_before_the_model_and_finalize_runs_once(stream
         "on_connection": limit, "finalize_connection": lambda context: finalized.append(context.request_id),
     })
     with pytest.raises(RateLimitError):
-        if stream:
-            [c async for c in agent.run_streaming(USER)]
-        else:
-            await agent.run(USER)
+        await run_request(agent, USER, stream=stream)
     assert model.calls == [] and len(finalized) == 1
 
 
@@ -458,11 +449,8 @@ async def test_every_observing_event_keeps_the_response(event, stream, caplog):
     finalized = []
     agent, model = _failing_agent(event, finalized)
     context = agent.new_context(USER, None, stream)
-    if stream:
-        chunks = [c async for c in agent.run_streaming(USER, context=context)]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    else:
-        text = (await agent.run(USER, context=context))["choices"][0]["message"]["content"]
+    completion = await run_request(agent, USER, stream=stream, context=context)
+    text = completion["choices"][0]["message"]["content"]
     assert text == "final answer"
     assert len(context.usage_records) == 3  # two turns of the agent's model, one of the handoff's
     assert finalized == [1]

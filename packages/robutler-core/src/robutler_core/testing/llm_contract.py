@@ -39,7 +39,7 @@ import pytest
 from .. import Agent, Skill, tool
 from .. import errors
 from ..skill import LLMSkill
-from ..wire import ChunkAssembler
+from .runner import run_request
 
 USER = [{"role": "user", "content": "what is 20 plus 22?"}]
 ASK_USER = [{"type": "function", "function": {
@@ -69,15 +69,9 @@ class Calculator(Skill):
 
 
 async def run(agent: Agent, stream: bool, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One request; returns the completion (assembled when streaming) and the chunks."""
-    if not stream:
-        return await agent.run(USER, **kwargs), []
-    assembler = ChunkAssembler()
-    chunks = []
-    async for chunk in agent.run_streaming(USER, **kwargs):
-        chunks.append(chunk)
-        assembler.add(chunk)
-    return assembler.completion(model=agent.name), chunks
+    """One request with :data:`USER`; the completion (assembled when streaming) and the chunks."""
+    completion = await run_request(agent, USER, stream=stream, **kwargs)
+    return completion, completion.pop("chunks", [])
 
 
 class LLMSkillContract(abc.ABC):

@@ -31,7 +31,7 @@ import pytest
 from ..agent import Agent
 from ..plugins import SkillRegistry, get_plugin_manager
 from ..skill import Skill
-from ..wire import ChunkAssembler
+from .runner import run_request
 
 
 @pytest.fixture
@@ -77,25 +77,4 @@ def make_agent(robutler_registry: SkillRegistry) -> Callable[..., Agent]:
 
 @pytest.fixture
 def run_agent() -> Callable[..., Awaitable[dict[str, Any]]]:
-    async def run(
-        agent: Agent,
-        messages: str | list[dict[str, Any]],
-        *,
-        stream: bool = False,
-        tools: list[dict[str, Any]] | None = None,
-        **params: Any,
-    ) -> dict[str, Any]:
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        if not stream:
-            return await agent.run(messages, tools, **params)
-        assembler = ChunkAssembler()
-        chunks = []
-        async for chunk in agent.run_streaming(messages, tools, **params):
-            chunks.append(chunk)
-            assembler.add(chunk)
-        completion = assembler.completion(model=agent.name)
-        completion["chunks"] = chunks
-        return completion
-
-    return run
+    return run_request
