@@ -199,6 +199,16 @@ def test_handoff_to_an_agent_that_is_not_served_is_refused_at_start_up():
         create_app([Agent("front", model="test", handoffs=[handoff("billing")])])
 
 
+def finalized_runs(finalized, agent_name, before):
+    """How many requests of ``agent_name`` finalized since ``before``: waits for the first,
+    then a moment longer, so that a second (a double finalize) would show."""
+    deadline = time.monotonic() + 5
+    while finalized.count(agent_name) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    return finalized.count(agent_name) - before
+
+
 def test_client_disconnect_cancels_the_model_and_finalizes_once(served):
     url, finalized, slow, _ = served
     before = finalized.count("slow")
@@ -207,11 +217,7 @@ def test_client_disconnect_cancels_the_model_and_finalizes_once(served):
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")  # the role chunk has arrived; hang up now
     assert slow.cancelled.wait(5)
-    deadline = time.monotonic() + 5
-    while finalized.count("slow") == before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    assert finalized.count("slow") == before + 1
+    assert finalized_runs(finalized, "slow", before) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -223,8 +229,4 @@ def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stre
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{url}/stuck/chat/completions", json=body, timeout=httpx.Timeout(5, read=0.5))
     assert STUCK.cancelled.wait(5)
-    deadline = time.monotonic() + 5
-    while finalized.count("stuck") == before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    assert finalized.count("stuck") == before + 1
+    assert finalized_runs(finalized, "stuck", before) == 1
