@@ -59,18 +59,20 @@ class HandoffResult:
 class Handoff(abc.ABC):
     """Base class: a named handoff the model can call, with its OpenAI tool definition.
 
-    Subclasses set :attr:`handoff_type`, :attr:`parameters` and implement :meth:`execute`.
+    Subclasses set :attr:`handoff_type` and implement :meth:`execute`. The arguments the
+    model gives are ``{"task": str}`` unless ``arguments`` (a Tool whose signature is the
+    schema) says otherwise.
     """
 
     handoff_type: ClassVar[str] = "custom"
 
-    def __init__(self, name: str, description: str, scope: Scope = None) -> None:
+    def __init__(self, name: str, description: str, scope: Scope = None, arguments: Tool | None = None) -> None:
         self.name = name
         self.description = description
         self.scope = normalize_scope(scope)
         self.kind = self.handoff_type
         """The ``type`` hooks and ``info()`` see: :attr:`handoff_type`, or ``@handoff``'s own."""
-        self._arguments = Tool(_task, name=name)
+        self._arguments = arguments or Tool(_task, name=name)
         self.parameters: dict[str, Any] = self._arguments.parameters
 
     @property
@@ -103,17 +105,9 @@ class FunctionHandoff(Handoff):
     def __init__(self, func: Callable[..., Any], *, name: str | None = None, description: str | None = None,
                  scope: Scope = None, handoff_type: str = "agent") -> None:
         self.tool = Tool(func, name=name, description=description)
-        super().__init__(self.tool.name, self.tool.description, scope)
-        self.parameters = self.tool.parameters
+        super().__init__(self.tool.name, self.tool.description, scope, arguments=self.tool)
         self.func = func
         self.kind = handoff_type
-
-    @property
-    def target(self) -> str:
-        return self.tool.name
-
-    def validate_arguments(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
-        return self.tool.validate_arguments(arguments)
 
     async def execute(self, context: Context, request: dict[str, Any]) -> HandoffResult:
         result = await self.tool.invoke(request["arguments"], context)
