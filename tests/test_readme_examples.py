@@ -1,4 +1,4 @@
-"""The offline examples of the READMEs run as written and print what they say."""
+"""The offline examples of the READMEs and docs run as written and print what they say."""
 
 import re
 import subprocess
@@ -22,6 +22,7 @@ def python_block_after(readme: Path, heading: str) -> str:
     ("packages/robutler-skill-openai/README.md", "## Try it offline",
      ["Hello from the fallback.", "['openai/gpt-4o']"]),
     ("packages/robutler-core/README.md", "## Use", ["'object': 'chat.completion'", "get_weather returned sunny in"]),
+    ("docs/writing-a-skill.md", "## 2. Write the skill", []),  # the example skill class is valid
 ])
 def test_readme_example_runs(readme, heading, expected):
     code = python_block_after(ROOT / readme, heading)
