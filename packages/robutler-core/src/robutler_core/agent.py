@@ -38,6 +38,7 @@ class HttpRoute:
         self.func = func
         self.scope = scope
         self.source = source
+        self.takes_context = "context" in inspect.signature(func).parameters
 
     def __repr__(self) -> str:
         return f"HttpRoute({self.method.upper()} {self.path})"
@@ -211,11 +212,7 @@ class Agent:
             )
 
     def _add_http(self, func: Callable[..., Any], options: dict[str, Any], source: Any) -> None:
-        scope = options["scope"]
-        route = HttpRoute(
-            options["path"], options["method"], func,
-            normalize_scope(scope) if scope is not None else getattr(source, "scope", None), source,
-        )
+        route = HttpRoute(options["path"], options["method"], func, _item_scope(options["scope"], source), source)
         for existing in self.http_routes:
             if (existing.path, existing.method) == (route.path, route.method):
                 raise ConfigurationError(
@@ -284,14 +281,14 @@ class Agent:
         ``scope`` defaults to the source skill's. The hook runs from the next dispatch of its
         event on, in this request and others.
         """
-        plugin = RuntimeHook(event, handler, priority, scope if scope is not None else _default_scope(source), source)
+        plugin = RuntimeHook(event, handler, priority, _item_scope(scope, source), source)
         name = f"{_source_name(source)}:{event}:{getattr(handler, '__name__', 'hook')}:{id(plugin)}"
         self._pm.add(plugin, name=name)
 
     def _add_prompt(
         self, func: Callable[..., Any], priority: int, scope: Scope, source: Any
     ) -> None:
-        required = normalize_scope(scope) if scope is not None else getattr(source, "scope", None)
+        required = _item_scope(scope, source)
         with self._lock:
             takes_context = "context" in inspect.signature(func).parameters
             prompts = [*self._prompts, (priority, len(self._prompts), required, func, takes_context)]
@@ -313,12 +310,7 @@ class Agent:
 
     def check_access(self, context: Context) -> None:
         """Raise PermissionDeniedError (403) when the agent's scope does not admit the caller."""
-        if not scope_admits(self.scope, context.auth_scope):
-            raise PermissionDeniedError(
-                f"agent '{self.name}' is open to the scope(s) {', '.join(sorted(self.scope or ()))}; "
-                f"the caller's scope is '{context.auth_scope}'",
-                code="scope_not_allowed",
-            )
+        _require_scope(self.scope, context, f"agent '{self.name}' is open to")
 
     async def system_prompt(self, context: Context) -> str:
         """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits."""
@@ -406,14 +398,8 @@ class Agent:
             try:
                 await self.dispatch("on_connection", context)
                 self.check_access(context)
-                if not scope_admits(route.scope, context.auth_scope):
-                    raise PermissionDeniedError(
-                        f"{route.method.upper()} /{self.name}{route.path} needs the scope(s) "
-                        f"{', '.join(sorted(route.scope or ()))}; the caller's scope is "
-                        f"'{context.auth_scope}'",
-                        code="scope_not_allowed",
-                    )
-                if "context" in inspect.signature(route.func).parameters:
+                _require_scope(route.scope, context, f"{route.method.upper()} /{self.name}{route.path} needs")
+                if route.takes_context:
                     arguments = {**arguments, "context": context}
                 return await call_function(route.func, arguments)
             finally:
@@ -521,6 +507,21 @@ def connect_agents(agents: list[Agent]) -> dict[str, Agent]:
 
 def _default_scope(source: Any) -> Any:
     return source.scope if isinstance(source, Skill) else None
+
+
+def _item_scope(scope: Scope, source: Any) -> frozenset[str] | None:
+    """An item's scope: its own when given, else its source skill's (everyone for the agent's)."""
+    return normalize_scope(scope) if scope is not None else _default_scope(source)
+
+
+def _require_scope(required: frozenset[str] | None, context: Context, subject: str) -> None:
+    """PermissionDeniedError (403, ``scope_not_allowed``) unless ``required`` admits the caller."""
+    if not scope_admits(required, context.auth_scope):
+        raise PermissionDeniedError(
+            f"{subject} the scope(s) {', '.join(sorted(required or ()))}; "
+            f"the caller's scope is '{context.auth_scope}'",
+            code="scope_not_allowed",
+        )
 
 
 def _identity(item: Tool | Handoff) -> Any:

@@ -80,8 +80,9 @@ class ToolLoop:
                     chain, messages, tool_defs, params, external
                 )
             else:
-                message, finish_reason, turn_usage, llm = await _model_turn(chain, messages, tool_defs, params)
-                context.answered_by.append(llm.full_model_name)
+                message, finish_reason, turn_usage, llm = await _model_turn(
+                    context, chain, messages, tool_defs, params
+                )
             add_usage(usage, turn_usage)
             await llm.record_usage(context, turn_usage)
             if message.get("content"):
@@ -196,7 +197,11 @@ Turn = tuple[dict[str, Any], str, dict[str, Any] | None, "LLMSkill"]
 
 
 async def _model_turn(
-    chain: list[LLMSkill], messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]], params: dict[str, Any]
+    context: Context,
+    chain: list[LLMSkill],
+    messages: list[dict[str, Any]],
+    tool_defs: list[dict[str, Any]],
+    params: dict[str, Any],
 ) -> Turn:
     for position, llm in enumerate(chain):
         try:
@@ -204,6 +209,7 @@ async def _model_turn(
         except RETRYABLE_ERRORS as exc:
             _fall_back_or_raise(chain, position, exc)
             continue
+        context.answered_by.append(llm.full_model_name)
         choice = completion["choices"][0]
         return choice["message"], choice.get("finish_reason") or "stop", completion.get("usage"), llm
     raise AssertionError("unreachable: the last model's error is raised")
