@@ -169,7 +169,7 @@ class LocalAgentHandoff(Handoff):
                 result=f"Error: handoffs are nested {MAX_HANDOFF_DEPTH} deep; not handing off to "
                 f"'{target.name}'", handoff_type="agent", transfer_complete=False,
             )
-        messages = [*request["messages"], {"role": "user", "content": request["arguments"]["task"]}]
+        messages = _handed_over(request)
         child = target.new_context(messages, None, False)
         child.auth_scope = context.auth_scope
         child.peer_user_id = context.peer_user_id
@@ -182,8 +182,7 @@ class LocalAgentHandoff(Handoff):
             for record in child.usage_records:
                 record.metadata = {**record.metadata, "handoff": self.name, "agent": target.name}
                 context.usage_records.append(record)
-        content = completion["choices"][0]["message"].get("content") or ""
-        return HandoffResult(result=content, handoff_type="agent", metadata={"agent": target.name})
+        return HandoffResult(result=_answer(completion), handoff_type="agent", metadata={"agent": target.name})
 
 
 class LLMHandoff(Handoff):
@@ -218,19 +217,12 @@ class LLMHandoff(Handoff):
             self.llm = resolve_model(self.model, agent.registry, configured=agent.skills)
 
     async def execute(self, context: Context, request: dict[str, Any]) -> HandoffResult:
-        if self.llm is None:
-            self.bind(context.agent)
-        assert self.llm is not None
+        assert self.llm is not None, "bind() resolves the model when the handoff is registered"
         system = await context.agent.system_prompt(context)
-        messages = [
-            *([{"role": "system", "content": system}] if system else []),
-            *request["messages"],
-            {"role": "user", "content": request["arguments"]["task"]},
-        ]
+        messages = [*([{"role": "system", "content": system}] if system else []), *_handed_over(request)]
         completion = await self.llm.chat_completion(messages)
         await self.llm.record_usage(context, completion.get("usage"))
-        content = completion["choices"][0]["message"].get("content") or ""
-        return HandoffResult(result=content, handoff_type="llm", metadata={"model": self._label})
+        return HandoffResult(result=_answer(completion), handoff_type="llm", metadata={"model": self._label})
 
 
 def _task(task: str) -> str:
@@ -240,6 +232,15 @@ def _task(task: str) -> str:
         task: What the target should do, with everything it needs to know
     """
     return task
+
+
+def _handed_over(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversation a target gets: the request's messages, then the task as a user message."""
+    return [*request["messages"], {"role": "user", "content": request["arguments"]["task"]}]
+
+
+def _answer(completion: dict[str, Any]) -> str:
+    return completion["choices"][0]["message"].get("content") or ""
 
 
 def _tool_name(prefix: str, target: str) -> str:
