@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -119,6 +120,34 @@ class LLMSkill(Skill, abc.ABC):
         merged = {k: self.config[k] for k in defaults if self.config.get(k) is not None}
         merged.update({k: v for k, v in params.items() if v is not None})
         return merged
+
+    def client_options(
+        self, api_key_env: str, base_url_env: str, *, default_base_url: str | None = None, max_retries: int = 2
+    ) -> dict[str, Any]:
+        """Constructor options for a provider SDK client from the skill's config, over the
+        environment: ``api_key`` (``config["api_key"]`` or ``$api_key_env``), ``base_url``
+        (``config["base_url"]``, ``$base_url_env`` or ``default_base_url``; left out when none),
+        ``max_retries`` (``config["max_retries"]``, default ``max_retries``) and ``timeout``
+        (seconds, ``config["timeout"]``, left out when unset). The names are the ones the
+        openai and anthropic SDKs take.
+
+        Raises ConfigurationError when there is no API key.
+        """
+        api_key = self.config.get("api_key") or os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs an API key: set config['api_key'] or ${api_key_env}"
+            )
+        options: dict[str, Any] = {
+            "api_key": api_key,
+            "max_retries": int(self.config.get("max_retries", max_retries)),
+        }
+        base_url = self.config.get("base_url") or os.environ.get(base_url_env) or default_base_url
+        if base_url:
+            options["base_url"] = base_url
+        if self.config.get("timeout") is not None:
+            options["timeout"] = float(self.config["timeout"])
+        return options
 
     @property
     def full_model_name(self) -> str:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError, mapped_errors
+from robutler_core.errors import mapped_errors
 
 from .errors import map_anthropic_error
 from .translate import StreamTranslator, to_anthropic_request, to_openai_completion
@@ -67,20 +66,7 @@ class AnthropicSkill(LLMSkill):
         if self._client is None:
             import anthropic
 
-            api_key = self.config.get("api_key") or os.environ.get("ANTHROPIC_API_KEY")
-            if not api_key:
-                raise ConfigurationError(
-                    "AnthropicSkill needs an API key: set config['api_key'] or $ANTHROPIC_API_KEY"
-                )
-            options: dict[str, Any] = {
-                "api_key": api_key,
-                "max_retries": int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)),
-            }
-            base_url = self.config.get("base_url") or os.environ.get("ANTHROPIC_BASE_URL")
-            if base_url:
-                options["base_url"] = base_url
-            if self.config.get("timeout") is not None:
-                options["timeout"] = float(self.config["timeout"])
+            options = self.client_options("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", max_retries=DEFAULT_MAX_RETRIES)
             self._client = anthropic.AsyncAnthropic(**options)
         return self._client
 

@@ -6,7 +6,6 @@ skills stays fast.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,18 +61,10 @@ class OpenAISkill(LLMSkill):
         if self._client is None:
             import openai
 
-            api_key = self.config.get("api_key") or os.environ.get(self.api_key_env)
-            if not api_key:
-                raise ConfigurationError(
-                    f"{type(self).__name__} needs an API key: set config['api_key'] or ${self.api_key_env}"
-                )
-            options: dict[str, Any] = {
-                "api_key": api_key,
-                "base_url": self.config.get("base_url") or os.environ.get(self.base_url_env) or self.default_base_url,
-                "max_retries": int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)),
-            }
-            if self.config.get("timeout") is not None:
-                options["timeout"] = float(self.config["timeout"])
+            options = self.client_options(
+                self.api_key_env, self.base_url_env,
+                default_base_url=self.default_base_url, max_retries=DEFAULT_MAX_RETRIES,
+            )
             if self.config.get("organization"):
                 options["organization"] = self.config["organization"]
             elif not self.sends_openai_organization:
