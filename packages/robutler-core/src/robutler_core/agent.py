@@ -10,9 +10,10 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .context import Context, _current_context
+from .context import Context
+from .http_routes import HttpRoute, serve_http
 from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER
-from .errors import ConfigurationError, PermissionDeniedError
+from .errors import ConfigurationError
 from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff
 from .lifecycle import LifecyclePluginManager, RuntimeHook
 from .loop import ToolLoop
@@ -20,28 +21,13 @@ from .models import resolve_model
 from .plugins import SkillRegistry, installed_skills
 from .scopes import Scope, normalize_scope, scope_admits
 from .skill import LLMSkill, Skill
-from .tools import TOOL_MARKER, Tool, call_function
+from .tools import TOOL_MARKER, Tool, await_me_maybe
 
 logger = logging.getLogger("robutler_core.agent")
 
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MAX_TURNS = 10
 _HOOK_OPTIONS = frozenset({"handler", "priority", "scope"})
-
-
-class HttpRoute:
-    """An ``@http`` handler of an agent: served by robutler-server at ``/{agent}{path}``."""
-
-    def __init__(self, path: str, method: str, func: Callable[..., Any], scope: Any, source: Any) -> None:
-        self.path = path
-        self.method = method
-        self.func = func
-        self.scope = scope
-        self.source = source
-        self.takes_context = "context" in inspect.signature(func).parameters
-
-    def __repr__(self) -> str:
-        return f"HttpRoute({self.method.upper()} {self.path})"
 
 
 class Agent:
@@ -310,7 +296,7 @@ class Agent:
 
     def check_access(self, context: Context) -> None:
         """Raise PermissionDeniedError (403) when the agent's scope does not admit the caller."""
-        _require_scope(self.scope, context, f"agent '{self.name}' is open to")
+        context.require_scope(self.scope, f"agent '{self.name}' is open to")
 
     async def system_prompt(self, context: Context) -> str:
         """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits."""
@@ -319,9 +305,7 @@ class Agent:
             if not scope_admits(required, context.auth_scope):
                 continue
             try:
-                text = func(context) if takes_context else func()
-                if inspect.isawaitable(text):
-                    text = await text
+                text = await await_me_maybe(func(context) if takes_context else func())
             except Exception:
                 logger.exception("prompt %s of agent '%s' failed; left out", func, self.name)
                 continue
@@ -358,7 +342,9 @@ class Agent:
         return self.llm.full_model_name
 
     # -- running -----------------------------------------------------------------------------
-    async def _ensure_initialized(self) -> None:
+    async def initialize(self) -> None:
+        """Initialise the agent's skills (``Skill.initialize``), once; safe to call again and
+        concurrently. Requests call it; a server calls it at start-up."""
         if self._initialized:
             return
         async with self._init_lock:
@@ -386,26 +372,9 @@ class Agent:
         )
 
     async def http_request(self, route: HttpRoute, arguments: dict[str, Any], context: Context) -> Any:
-        """Serve one call of an ``@http`` handler (robutler-server calls this).
-
-        Runs ``on_connection``, checks the agent's and the route's scope (PermissionDeniedError,
-        403), calls the handler with ``arguments`` (plus ``context`` when it takes one; sync
-        handlers run in a worker thread), and ``finalize_connection`` always.
-        """
-        token = _current_context.set(context)
-        try:
-            await self._ensure_initialized()
-            try:
-                await self.dispatch("on_connection", context)
-                self.check_access(context)
-                _require_scope(route.scope, context, f"{route.method.upper()} /{self.name}{route.path} needs")
-                if route.takes_context:
-                    arguments = {**arguments, "context": context}
-                return await call_function(route.func, arguments)
-            finally:
-                await self.dispatch("finalize_connection", context)
-        finally:
-            _current_context.reset(token)
+        """Serve one call of an ``@http`` handler (robutler-server calls this); see
+        :func:`robutler_core.http_routes.serve_http`."""
+        return await serve_http(self, route, arguments, context)
 
     async def run(
         self,
@@ -423,14 +392,9 @@ class Agent:
         Raises :mod:`robutler_core.errors` (guarding hooks, provider failures, max turns).
         """
         context = context or self.new_context(messages, tools, False, **params)
-        token = _current_context.set(context)
-        try:
-            await self._ensure_initialized()
-            return await self._loop.serve(context, emit=None)
-        finally:
-            _current_context.reset(token)
+        return await self._loop.serve(context)
 
-    async def run_streaming(
+    def run_streaming(
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
@@ -438,7 +402,8 @@ class Agent:
         context: Context | None = None,
         **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Answer ``messages`` as ``chat.completion.chunk`` dicts (an async iterator).
+        """Answer ``messages`` as ``chat.completion.chunk`` dicts (an async iterator; see
+        :meth:`robutler_core.loop.ToolLoop.stream`).
 
         The request runs in its own task; closing the iterator early (a client disconnect)
         cancels it, and the upstream model call with it; ``finalize_connection`` still runs
@@ -446,32 +411,7 @@ class Agent:
         ``stream_options={"include_usage": True}`` the last chunk carries ``usage``.
         """
         context = context or self.new_context(messages, tools, True, **params)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        finished = object()
-
-        async def produce() -> None:
-            _current_context.set(context)
-            try:
-                await self._ensure_initialized()
-                await self._loop.serve(context, emit=queue.put_nowait)
-            except Exception as exc:
-                queue.put_nowait(_Failure(exc))
-            else:
-                queue.put_nowait(finished)
-
-        task = asyncio.create_task(produce(), name=f"robutler:{self.name}:{context.request_id}")
-        try:
-            while True:
-                item = await queue.get()
-                if item is finished:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        return self._loop.stream(context)
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, model={self.model_name!r}, skills={sorted(self.skills)})"
@@ -479,11 +419,6 @@ class Agent:
 
 BaseAgent = Agent
 """Alias used by the design documents."""
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 def connect_agents(agents: list[Agent]) -> dict[str, Agent]:
@@ -512,16 +447,6 @@ def _default_scope(source: Any) -> Any:
 def _item_scope(scope: Scope, source: Any) -> frozenset[str] | None:
     """An item's scope: its own when given, else its source skill's (everyone for the agent's)."""
     return normalize_scope(scope) if scope is not None else _default_scope(source)
-
-
-def _require_scope(required: frozenset[str] | None, context: Context, subject: str) -> None:
-    """PermissionDeniedError (403, ``scope_not_allowed``) unless ``required`` admits the caller."""
-    if not scope_admits(required, context.auth_scope):
-        raise PermissionDeniedError(
-            f"{subject} the scope(s) {', '.join(sorted(required or ()))}; "
-            f"the caller's scope is '{context.auth_scope}'",
-            code="scope_not_allowed",
-        )
 
 
 def _identity(item: Tool | Handoff) -> Any:

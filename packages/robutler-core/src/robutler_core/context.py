@@ -13,6 +13,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .errors import PermissionDeniedError
+from .scopes import scope_admits
+from .wire import new_completion_id
+
 if TYPE_CHECKING:
     from .agent import Agent
 
@@ -78,7 +82,7 @@ class Context:
     handoff_depth: int = 0
     answered_by: list[str] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
-    completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     usage_records: list[UsageRecord] = field(default_factory=list)
     _store: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -128,6 +132,18 @@ class Context:
         record = self.track_usage(0, f"model call to {model}", kind="llm", metadata=metadata)
         record.set_cost_usd(cost_usd)
         return record
+
+    # -- access ------------------------------------------------------------------------------
+    def require_scope(self, required: frozenset[str] | None, subject: str) -> None:
+        """Raise PermissionDeniedError (403, code ``scope_not_allowed``) unless ``required``
+        (a normalised scope, ``None`` = everyone) admits :attr:`auth_scope`; ``subject``
+        starts the message ("agent 'x' is open to")."""
+        if not scope_admits(required, self.auth_scope):
+            raise PermissionDeniedError(
+                f"{subject} the scope(s) {', '.join(sorted(required or ()))}; "
+                f"the caller's scope is '{self.auth_scope}'",
+                code="scope_not_allowed",
+            )
 
     # -- agent capabilities ------------------------------------------------------------------
     @property

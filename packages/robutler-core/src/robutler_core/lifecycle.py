@@ -21,6 +21,7 @@ from .decorators import DEFAULT_PRIORITY, HOOK_MARKER
 from .errors import ConfigurationError
 from .hookspecs import DROP, LIFECYCLE_EVENTS, OBSERVING_EVENTS, LifecycleSpecs
 from .scopes import Scope, normalize_scope, scope_admits
+from .tools import await_me_maybe
 
 logger = logging.getLogger("robutler_core.lifecycle")
 
@@ -133,9 +134,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
             arguments = {"context": context, **payload}
             names = impl.plugin.argnames if isinstance(impl.plugin, RuntimeHook) else impl.argnames
             try:
-                result = impl.function(*[arguments[name] for name in names])
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await await_me_maybe(impl.function(*[arguments[name] for name in names]))
             except Exception:
                 if event not in OBSERVING_EVENTS:
                     raise

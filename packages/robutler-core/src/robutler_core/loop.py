@@ -1,4 +1,4 @@
-"""The tool loop behind ``Agent.run`` and ``Agent.run_streaming``.
+"""The tool loop behind ``Agent.run`` and ``Agent.run_streaming``, and its streaming side.
 
 Per request: ``on_connection``, ``on_message`` for each incoming message, then model turns.
 A turn's server-side tool calls run concurrently, their results go back to the model, and the
@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .context import Context
+from .context import Context, _current_context
 from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
@@ -46,17 +46,58 @@ class ToolLoop:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    async def serve(self, context: Context, emit: Emit | None) -> dict[str, Any]:
-        """Run the whole request lifecycle; returns the final ``chat.completion``."""
+    async def serve(self, context: Context, emit: Emit | None = None) -> dict[str, Any]:
+        """Run the whole request lifecycle with ``context`` as the current Context; returns
+        the final ``chat.completion``. ``emit`` receives each chunk when streaming."""
         agent = self.agent
+        token = _current_context.set(context)
         try:
-            await agent.dispatch("on_connection", context)
-            agent.check_access(context)
-            for i, message in enumerate(context.messages):
-                context.messages[i] = await agent.dispatch("on_message", context, message=message)
-            return await self._run_turns(context, emit)
+            await agent.initialize()
+            try:
+                await agent.dispatch("on_connection", context)
+                agent.check_access(context)
+                for i, message in enumerate(context.messages):
+                    context.messages[i] = await agent.dispatch("on_message", context, message=message)
+                return await self._run_turns(context, emit)
+            finally:
+                await agent.dispatch("finalize_connection", context)
         finally:
-            await agent.dispatch("finalize_connection", context)
+            _current_context.reset(token)
+
+    async def stream(self, context: Context) -> AsyncIterator[dict[str, Any]]:
+        """Serve a request as ``chat.completion.chunk`` dicts.
+
+        A producer task runs :meth:`serve` and puts each chunk on a queue; this generator
+        yields them. The producer always ends with a sentinel, whatever ends it (an error is
+        re-raised here where it happened; a cancellation or a BaseException of the producer
+        ends the stream with ``asyncio.CancelledError`` or that exception). Closing this
+        generator early (a client disconnect) cancels the producer and awaits it.
+        """
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def produce() -> None:
+            outcome: BaseException | None = None
+            try:
+                await self.serve(context, emit=queue.put_nowait)
+            except BaseException as exc:
+                outcome = exc
+                raise
+            finally:
+                queue.put_nowait(_End(outcome))
+
+        task = asyncio.create_task(produce(), name=f"robutler:{self.agent.name}:{context.request_id}")
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run_turns(self, context: Context, emit: Emit | None) -> dict[str, Any]:
         agent = self.agent
@@ -190,6 +231,13 @@ class ToolLoop:
             )
         result = await agent.dispatch("after_handoff", context, handoff=request, result=result)
         return result.result if isinstance(result, HandoffResult) else result
+
+
+class _End:
+    """The producer's last queue item: ``error`` is what ended it (``None``: success)."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
 
 
 Turn = tuple[dict[str, Any], str, dict[str, Any] | None, "LLMSkill"]

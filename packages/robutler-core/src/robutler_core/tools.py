@@ -131,10 +131,15 @@ async def call_function(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any
     which carries the request's Context) when sync."""
     if inspect.iscoroutinefunction(inspect.unwrap(func)):
         return await func(**kwargs)
-    result = await asyncio.to_thread(func, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return await await_me_maybe(await asyncio.to_thread(func, **kwargs))
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """``value`` awaited when it is awaitable, else ``value`` (as datasette's helper): how hooks,
+    prompts and handlers that may be sync or async are called."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 def tool_result_text(result: Any) -> str:
