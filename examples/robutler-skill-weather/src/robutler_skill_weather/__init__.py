@@ -4,7 +4,9 @@ Its forecasts come from a fixed table so that it runs offline; a real package wo
 weather API here (with httpx) instead.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from robutler_core import Skill, hookimpl, tool
 
@@ -15,11 +17,15 @@ class WeatherSkill(Skill):
     """Tells the weather. Config: ``default_unit`` ("celsius" or "fahrenheit")."""
 
     @tool
-    def get_weather(self, city: str, unit: Literal["celsius", "fahrenheit"] | None = None) -> str:
+    def get_weather(
+        self,
+        city: Annotated[str, Field(examples=["Paris", "Tokyo", "Oslo"])],
+        unit: Literal["celsius", "fahrenheit"] | None = None,
+    ) -> str:
         """Current weather in a city.
 
         Args:
-            city: City name, e.g. "Paris".
+            city: City name.
             unit: Temperature unit; the skill's default_unit when left out.
         """
         unit = unit or self.config.get("default_unit", "celsius")
