@@ -4,7 +4,7 @@ import json
 import pytest
 
 from robutler_core import Agent, Skill, get_context, hook, prompt, tool
-from robutler_core.errors import ConfigurationError, MaxTurnsExceeded, BadRequestError, RateLimitError
+from robutler_core.errors import BadRequestError, ConfigurationError, MaxTurnsExceeded, PermissionDeniedError, RateLimitError
 from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
 from robutler_core.wire import ChunkAssembler
 
@@ -218,3 +218,34 @@ async def test_provider_error_propagates_and_agent_without_model_fails_clearly()
         await Agent("a", model=ScriptedModel([RateLimitError("slow down", retry_after=3)])).run(USER)
     with pytest.raises(ConfigurationError, match="has no model"):
         await Agent("a").run(USER)
+
+
+async def test_a_failing_guard_cancels_and_awaits_the_sibling_tool_calls():
+    events = []
+
+    class Tools(Skill):
+        @tool
+        async def slow(self) -> str:
+            events.append("slow started")
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                events.append("slow cancelled")
+                raise
+            events.append("slow finished")
+            return "late"
+
+        @tool
+        async def guarded(self) -> str:
+            return "never"
+
+        @hook("before_toolcall")
+        async def guard(self, tool_call):
+            if tool_call["function"]["name"] == "guarded":
+                await asyncio.sleep(0.01)  # the sibling is running by now
+                raise PermissionDeniedError("no")
+
+    model = ScriptedModel([tool_call_chunks([("slow", {}), ("guarded", {})]) + finish_chunks("tool_calls")])
+    with pytest.raises(PermissionDeniedError, match="no"):
+        await asyncio.wait_for(Agent("a", model=model, skills={"t": Tools()}).run(USER), timeout=3)
+    assert events == ["slow started", "slow cancelled"]  # cancelled before the request ended

@@ -134,9 +134,7 @@ class ToolLoop:
             client_calls = [c for c in calls if c["function"]["name"] in external]
             server_calls = [c for c in calls if c["function"]["name"] not in external]
             if server_calls:
-                results = await asyncio.gather(
-                    *(self._run_tool_call(context, call, server_tools) for call in server_calls)
-                )
+                results = await self._run_tool_calls(context, server_calls, server_tools)
                 messages.append(
                     {"role": "assistant", "content": message.get("content"), "tool_calls": server_calls}
                 )
@@ -164,6 +162,19 @@ class ToolLoop:
             model=agent.name, message=answer, finish_reason=finish_reason, usage=usage,
             completion_id=context.completion_id, created=context.created,
         )
+
+    async def _run_tool_calls(
+        self, context: Context, calls: list[dict[str, Any]], server_tools: dict[str, Tool | Handoff]
+    ) -> list[dict[str, Any]]:
+        """Run a turn's server-side calls concurrently; returns their ``role: "tool"`` messages
+        in call order. A call that ends the request (a guarding hook's error, a cancellation)
+        cancels its siblings, which are awaited before its error is raised (a TaskGroup)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._run_tool_call(context, call, server_tools)) for call in calls]
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
+        return [task.result() for task in tasks]
 
     async def _run_tool_call(
         self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool | Handoff]
@@ -231,6 +242,14 @@ class ToolLoop:
             )
         result = await agent.dispatch("after_handoff", context, handoff=request, result=result)
         return result.result if isinstance(result, HandoffResult) else result
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first exception of a (nested) exception group: the one the request ends with."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 class _End:
