@@ -50,3 +50,52 @@ def test_an_existing_directory_is_not_overwritten(tmp_path):
     (tmp_path / "robutler-skill-weather").mkdir()
     result = CliRunner().invoke(cli, ["new-skill", "weather", "-d", str(tmp_path)])
     assert result.exit_code == 1 and "already exists" in result.output
+
+
+HOSTILE_DESCRIPTION = 'Say "hi" \\ to C:\\new\\x41\n"""\nend""" \'quoted\' <b>bold</b> *star* [link](x) `tick`\x00\x7f "'
+
+
+def test_a_description_with_quotes_backslashes_and_newlines_is_escaped_for_each_file(tmp_path):
+    import importlib.util
+    import tomllib
+
+    result = CliRunner().invoke(cli, ["new-skill", "odd-text", "-d", str(tmp_path), "--description", HOSTILE_DESCRIPTION])
+    assert result.exit_code == 0, result.output
+    package = tmp_path / "robutler-skill-odd-text"
+    # The summary is one line (core metadata's Summary is; hatchling joins lines too).
+    one_line = " ".join(HOSTILE_DESCRIPTION.split())
+    pyproject = tomllib.loads((package / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == one_line
+    assert pyproject["project"]["entry-points"]["robutler"] == {"odd_text": "robutler_skill_odd_text"}
+
+    module_path = package / "src" / "robutler_skill_odd_text" / "__init__.py"
+    compile(module_path.read_text(encoding="utf-8"), str(module_path), "exec")
+    spec = importlib.util.spec_from_file_location("robutler_skill_odd_text", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert one_line in module.__doc__
+    assert module.OddTextSkill.__doc__.startswith(one_line)
+
+    readme = (package / "README.md").read_text(encoding="utf-8")
+    first_paragraph = readme.split("\n\n")[1]
+    assert "<b>" not in first_paragraph and "\x00" not in readme
+    assert "&lt;b&gt;bold&lt;/b&gt;" in first_paragraph and r"\*star\*" in first_paragraph
+
+
+def test_a_description_that_is_not_text_is_refused(tmp_path):
+    result = CliRunner().invoke(cli, ["new-skill", "odd", "-d", str(tmp_path), "--description", "bad \udc80"])
+    assert result.exit_code == 1 and "description" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "markdown"), [
+    ("# Not a heading", r"\# Not a heading"),
+    ("12. not a list", r"12\. not a list"),
+    ("- not a list", r"\- not a list"),
+    ("v1.2 of stock-quotes", "v1.2 of stock-quotes"),
+    ("a_b & <i>", r"a\_b &amp; &lt;i&gt;"),
+])
+def test_markdown_escaping_keeps_plain_text_plain(text, markdown):
+    from robutler_server.scaffold import md_text
+
+    assert md_text(text) == markdown

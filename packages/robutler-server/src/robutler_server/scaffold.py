@@ -1,6 +1,12 @@
 """``robutler new-skill NAME``: a new skill package from the Jinja2 templates in
 ``templates/skill`` (file names containing ``__module__`` take the module name; ``.jinja``
-files are rendered, others copied)."""
+files are rendered, others copied).
+
+The only free text, the description, is made one line (core metadata's ``Summary`` is one
+line) and escaped for each place it lands, by the filters the templates apply: ``toml_str``
+(inside a TOML basic string), ``py_str`` (inside a Python ``\"\"\"`` string) and ``md_text``
+(Markdown text). Names are safe by :data:`NAME_PATTERN`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,12 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 def skill_variables(name: str, description: str | None = None) -> dict[str, str]:
-    """Template variables for skill ``name`` (``"weather"`` or ``"my-weather"``)."""
+    """Template variables for skill ``name`` (``"weather"`` or ``"my-weather"``).
+
+    ``description`` has its whitespace runs (newlines included) joined into single spaces.
+    Raises ConfigurationError for a bad name or a description that is not valid Unicode text
+    (a lone surrogate, as a badly encoded command line gives).
+    """
     name = name.removeprefix("robutler-skill-")
     if not NAME_PATTERN.match(name):
         raise ConfigurationError(
@@ -24,6 +35,14 @@ def skill_variables(name: str, description: str | None = None) -> dict[str, str]
             "(e.g. 'weather' or 'stock-quotes')"
         )
     words = name.split("-")
+    if description is not None:
+        description = " ".join(description.split())
+        try:
+            description.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"the description is not valid text: {exc.reason} at position {exc.start}"
+            ) from None
     try:
         core_version = metadata.version("robutler-core")
     except metadata.PackageNotFoundError:
@@ -52,6 +71,7 @@ def create_skill_package(name: str, directory: Path, description: str | None = N
     environment = jinja2.Environment(
         keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False
     )
+    environment.filters.update(toml_str=toml_str, py_str=py_str, md_text=md_text)
     for source, relative in _walk(templates, Path()):
         out = target / str(relative).replace("__module__", variables["module"])
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +81,53 @@ def create_skill_package(name: str, directory: Path, description: str | None = N
             text = environment.from_string(text).render(variables)
         out.write_text(text, encoding="utf-8")
     return target
+
+
+def toml_str(text: str) -> str:
+    """``text`` escaped for the inside of a TOML basic string (``"..."``)."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def py_str(text: str) -> str:
+    """``text`` escaped for the inside of a Python string literal (docstrings included)."""
+    out = []
+    for char in text:
+        if char in "\"'\\":
+            out.append("\\" + char)
+        elif not char.isprintable() and char != " ":
+            out.append(repr(char)[1:-1])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_MARKDOWN_INLINE = frozenset("\\`*_[]!")
+_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_BLOCK_START = re.compile(r"^(\d*)([#+=>.)-])")
+
+
+def md_text(text: str) -> str:
+    """``text`` as a literal Markdown paragraph: emphasis, code, link and escape characters
+    backslash-escaped, HTML as entities, a heading/list/quote marker at the start escaped,
+    control characters left out."""
+    out = []
+    for char in text:
+        if char in _HTML:
+            out.append(_HTML[char])
+        elif char in _MARKDOWN_INLINE:
+            out.append("\\" + char)
+        elif char.isprintable() or char == " ":
+            out.append(char)
+    escaped = "".join(out)
+    return _BLOCK_START.sub(r"\1\\\2", escaped, count=1)
 
 
 def _walk(node, relative: Path):  # type: ignore[no-untyped-def]
