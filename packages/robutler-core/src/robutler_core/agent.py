@@ -13,8 +13,8 @@ from typing import Any
 from .context import Context
 from .http_routes import HttpRoute, serve_http
 from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER
-from .errors import ConfigurationError
-from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff
+from .errors import ConfigurationError, RobutlerError
+from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff, LLMHandoff
 from .lifecycle import LifecyclePluginManager, RuntimeHook
 from .loop import ToolLoop
 from .models import resolve_model
@@ -99,7 +99,7 @@ class Agent:
         self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any], bool]] = []
         self._pm = LifecyclePluginManager()
         self._init_lock = asyncio.Lock()
-        self._initialized = False
+        self._initialized: dict[int, Skill] = {}  # id -> skill, the ones initialize() set up
 
         self.skills: dict[str, Skill] = {}
         given = dict(skills or {})
@@ -342,17 +342,58 @@ class Agent:
         return self.llm.full_model_name
 
     # -- running -----------------------------------------------------------------------------
+    def all_skills(self) -> list[Skill]:
+        """Every skill the agent uses, each once: its own (``skills``), then the LLM skills
+        reached only through ``fallbacks`` and model handoffs (:class:`LLMHandoff`)."""
+        found: dict[int, Skill] = {}
+        for skill in [*self.skills.values(), *self.fallbacks]:
+            found.setdefault(id(skill), skill)
+        for item, _source in self._tools.values():
+            llm = getattr(item, "llm", None) if isinstance(item, LLMHandoff) else None
+            if llm is not None:
+                found.setdefault(id(llm), llm)
+        return list(found.values())
+
     async def initialize(self) -> None:
-        """Initialise the agent's skills (``Skill.initialize``), once; safe to call again and
-        concurrently. Requests call it; a server calls it at start-up."""
-        if self._initialized:
+        """Initialise (``Skill.initialize(agent)``) every skill of :meth:`all_skills` not yet
+        initialised, in order: safe to call again and concurrently (one initialisation per
+        skill). Each request calls it; a server calls it at start-up, so that slow imports
+        and connections happen there. A skill's exception propagates (the skill stays
+        uninitialised, so the next call tries again)."""
+        if all(id(skill) in self._initialized for skill in self.all_skills()):
             return
         async with self._init_lock:
-            if self._initialized:
-                return
-            for skill in list(self.skills.values()):
-                await skill.initialize(self)
-            self._initialized = True
+            for skill in self.all_skills():
+                if id(skill) not in self._initialized:
+                    await skill.initialize(self)
+                    self._initialized[id(skill)] = skill
+
+    async def close(self) -> None:
+        """``Skill.close()`` of every skill of :meth:`all_skills`, each once, in reverse order;
+        a failure is logged and the other skills still close. A later request initialises
+        the skills again."""
+        async with self._init_lock:
+            for skill in reversed(self.all_skills()):
+                try:
+                    await skill.close()
+                except Exception:
+                    logger.exception("agent '%s': closing skill %s failed", self.name, type(skill).__name__)
+            self._initialized = {}
+
+    def check_configuration(self) -> list[str]:
+        """Problems that keep the agent from working, one line each (empty when fine): every
+        skill's ``check_configuration()`` (a provider skill without its API key), the
+        fallbacks' and the handoff models' included. Never raises; does no I/O."""
+        names = {id(skill): name for name, skill in self.skills.items()}
+        problems = []
+        for skill in self.all_skills():
+            label = f"skill '{names[id(skill)]}'" if id(skill) in names else f"model '{_model_label(skill)}'"
+            try:
+                skill.check_configuration()
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                message = exc.message if isinstance(exc, RobutlerError) else f"{type(exc).__name__}: {exc}"
+                problems.append(f"agent '{self.name}': {label}: {message}")
+        return problems
 
     def new_context(
         self,
@@ -451,6 +492,10 @@ def _item_scope(scope: Scope, source: Any) -> frozenset[str] | None:
 
 def _identity(item: Tool | Handoff) -> Any:
     return item.func if isinstance(item, (Tool, FunctionHandoff)) else item
+
+
+def _model_label(skill: Skill) -> str:
+    return skill.full_model_name if isinstance(skill, LLMSkill) else type(skill).__name__
 
 
 def _source_name(source: Any) -> str:
