@@ -136,7 +136,7 @@ def test_unknown_agent_is_404(base_url):
     (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "temperature", "valid number"),
     (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream", "valid boolean"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', 400, "n", "less than or equal to 1"),
-    (b'{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages.0", "needs tool_call_id"),
+    (b'{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages.0.tool_call_id", "Field required"),
     (b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "bad name"}}]}',
      400, "tools.0.function.name", "should match pattern"),
 ])

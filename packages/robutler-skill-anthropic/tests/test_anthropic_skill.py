@@ -111,3 +111,24 @@ async def test_overloaded_529_is_service_unavailable_and_auth_code_is_kept(upstr
     with pytest.raises(errors.AuthenticationError) as info:
         await calc_agent(upstream).run(USER)
     assert info.value.code == "upstream_authentication_error"
+
+
+def test_options_are_validated_and_a_missing_key_is_reported(monkeypatch):
+    with pytest.raises(errors.ConfigurationError) as info:
+        AnthropicSkill({"max_tokens": "many", "organization": "org-1"})
+    message = str(info.value)
+    assert message.startswith("AnthropicSkill: invalid config: ")
+    assert "option 'max_tokens': Input should be a valid integer" in message
+    assert "option 'organization': unknown option" in message
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(errors.ConfigurationError, match=r"AnthropicSkill needs an API key: .*\$ANTHROPIC_API_KEY"):
+        AnthropicSkill({"model": "claude-x"}).check_configuration()
+    AnthropicSkill({"model": "claude-x", "api_key": "sk-ant"}).check_configuration()
+
+
+async def test_close_closes_the_client(upstream):
+    claude = skill(upstream, model="claude-x")
+    await claude.initialize(None)
+    client = claude.client
+    await claude.close()
+    assert client.is_closed()

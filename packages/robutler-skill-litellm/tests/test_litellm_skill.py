@@ -134,3 +134,25 @@ def test_pricing_does_not_import_litellm():
             "'litellm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.split() == ["0.15", "False"]
+
+
+def test_options_are_validated_when_the_skill_is_made():
+    with pytest.raises(errors.ConfigurationError) as info:
+        LiteLLMSkill({"retries": "twice", "base_url": "http://x"})
+    message = str(info.value)
+    assert message.startswith("LiteLLMSkill: invalid config: ")
+    assert "option 'retries': Input should be a valid integer" in message
+    assert "option 'base_url': unknown option" in message
+
+
+def test_check_configuration_asks_litellm_what_the_provider_needs(monkeypatch):
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OLLAMA_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(errors.ConfigurationError, match=r"LiteLLMSkill for openai/gpt-4o needs \$OPENAI_API_KEY"):
+        LiteLLMSkill({"model": "openai/gpt-4o"}).check_configuration()
+    with pytest.raises(errors.ConfigurationError, match=r"\$ANTHROPIC_API_KEY"):
+        LiteLLMSkill({"model": "anthropic/claude-sonnet-4-5"}).check_configuration()
+    LiteLLMSkill({"model": "openai/gpt-4o", "api_key": "sk-config"}).check_configuration()
+    LiteLLMSkill({"model": "ollama/llama3", "api_base": "http://localhost:11434"}).check_configuration()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
+    LiteLLMSkill({"model": "anthropic/claude-sonnet-4-5"}).check_configuration()

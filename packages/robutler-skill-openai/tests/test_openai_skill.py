@@ -148,3 +148,35 @@ async def test_xai_embeddings_need_a_named_model(upstream):
         await skill(upstream, cls=XAISkill).embed("text")
     vectors = await skill(upstream, cls=XAISkill, embedding_model="grok-embed").embed("text")
     assert len(vectors) == 1 and upstream.requests[-1].body["model"] == "grok-embed"
+
+
+def test_options_are_validated_when_the_skill_is_made():
+    with pytest.raises(errors.ConfigurationError) as info:
+        OpenAISkill({"timeout": "abc", "max_retries": -1, "temprature": 0.2})
+    message = str(info.value)
+    assert message.startswith("OpenAISkill: invalid config: ")
+    assert "option 'timeout': Input should be a valid number" in message
+    assert "option 'max_retries': Input should be greater than or equal to 0, got -1" in message
+    assert "option 'temprature': unknown option" in message
+    assert XAISkill({"timeout": "30", "model": "grok-3"}).config == {"timeout": 30.0, "model": "grok-3"}
+
+
+def test_check_configuration_reports_a_missing_api_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("XAI_API_KEY", raising=False)
+    with pytest.raises(errors.ConfigurationError, match=r"OpenAISkill needs an API key: .*\$OPENAI_API_KEY"):
+        OpenAISkill({"model": "gpt-4o"}).check_configuration()
+    with pytest.raises(errors.ConfigurationError, match=r"XAISkill needs an API key: .*\$XAI_API_KEY"):
+        XAISkill({"model": "grok-3"}).check_configuration()
+    OpenAISkill({"model": "gpt-4o", "api_key": "sk-config"}).check_configuration()
+    monkeypatch.setenv("XAI_API_KEY", "xai-env")
+    XAISkill({"model": "grok-3"}).check_configuration()
+
+
+async def test_close_closes_the_client(upstream):
+    openai_skill = skill(upstream, model="gpt-4o-mini")
+    await openai_skill.initialize(None)
+    client = openai_skill.client
+    await openai_skill.close()
+    assert client.is_closed()
+    await openai_skill.close()  # twice is harmless

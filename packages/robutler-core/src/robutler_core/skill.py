@@ -8,6 +8,8 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pydantic
+
 from .context import Context, get_context
 from .decorators import DEFAULT_PRIORITY
 from .errors import ConfigurationError
@@ -29,7 +31,30 @@ class Skill:
         scope: default scope of the skill's tools, hooks and prompts that do not set one.
         dependencies: names of other registered skills this one needs; the agent adds missing
             ones with their default config.
+
+    Raises:
+        ConfigurationError: ``config`` does not validate against :attr:`config_model`; the
+            message names the skill and every bad option.
+
+    Class attributes:
+        config_model: a pydantic model of the skill's options, or ``None`` (the default: any
+            ``config`` is taken as it is). When set, ``__init__`` validates ``config`` against
+            it (types coerced as pydantic does, e.g. ``"30"`` to ``30.0`` for a ``float``) and
+            :attr:`config` holds the validated values of the options that were given (defaults
+            are not added: ``config.get(name)`` stays ``None`` for an option left out). Give the
+            model ``model_config = pydantic.ConfigDict(extra="forbid")`` to refuse unknown
+            (misspelt) options::
+
+                class WeatherConfig(pydantic.BaseModel):
+                    model_config = pydantic.ConfigDict(extra="forbid")
+                    units: Literal["metric", "imperial"] = "metric"
+                    timeout: float = 10.0
+
+                class WeatherSkill(Skill):
+                    config_model = WeatherConfig
     """
+
+    config_model: ClassVar[type[pydantic.BaseModel] | None] = None
 
     def __init__(
         self,
@@ -37,14 +62,46 @@ class Skill:
         scope: Scope = "all",
         dependencies: list[str] | None = None,
     ) -> None:
-        self.config: dict[str, Any] = dict(config or {})
+        self.config: dict[str, Any] = self.validate_config(config or {})
         self.scope = normalize_scope(scope)
         self.dependencies: list[str] = list(dependencies or [])
         self.skill_name = type(self).__name__
         self.agent: Agent | None = None
 
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` checked against :attr:`config_model`: the given options with their
+        validated values (a copy of ``config`` when the class has no model).
+
+        Raises ConfigurationError naming the skill class and every bad option, one per
+        ``;``: ``OpenAISkill: invalid config: option 'timeout': Input should be a valid number,
+        unable to parse string as a number, got 'abc'``.
+        """
+        if not isinstance(config, dict):
+            raise ConfigurationError(
+                f"{cls.__name__}: config must be a mapping of options, got {type(config).__name__}"
+            )
+        if cls.config_model is None:
+            return dict(config)
+        try:
+            validated = cls.config_model.model_validate(config)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(_option_problem(error) for error in exc.errors())
+            raise ConfigurationError(f"{cls.__name__}: invalid config: {problems}") from None
+        return validated.model_dump(exclude_unset=True)
+
+    def check_configuration(self) -> None:
+        """Raise ConfigurationError when the skill cannot work as configured (an LLM provider
+        skill without an API key, say). Called at start-up, before :meth:`initialize`; cheap,
+        synchronous, no I/O. The default finds nothing."""
+
     async def initialize(self, agent: Agent) -> None:
-        """Called once per agent before its first request; set up connections here."""
+        """Called once per agent before its first request; set up connections here (slow
+        imports and blocking set-up in ``asyncio.to_thread``)."""
+
+    async def close(self) -> None:
+        """Release what :meth:`initialize` opened (connections, clients). Called once at
+        shutdown; the default does nothing."""
 
     def get_context(self) -> Context | None:
         """The current request's Context (``None`` outside a request)."""
@@ -82,6 +139,43 @@ class Skill:
         return self.agent
 
 
+def _option_problem(error: Any) -> str:
+    """One pydantic error as ``option 'a.b': message, got 'value'``."""
+    location = ".".join(str(part) for part in error.get("loc", ())) or "(config)"
+    if error.get("type") == "extra_forbidden":
+        return f"option '{location}': unknown option"
+    if error.get("type") == "missing":
+        return f"option '{location}': required"
+    return f"option '{location}': {error.get('msg')}, got {error.get('input')!r}"
+
+
+STANDARD_PARAMS: frozenset[str] = frozenset({
+    "tool_choice", "parallel_tool_calls", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "stop", "presence_penalty", "frequency_penalty", "seed", "user",
+    "response_format",
+})
+"""The OpenAI chat-completions parameters every :class:`LLMSkill` is expected to honour
+(:attr:`LLMSkill.supported_params` of the base class)."""
+
+
+class LLMConfig(pydantic.BaseModel):
+    """The options every LLM provider skill takes; providers' :attr:`Skill.config_model`
+    extend it. Unknown options are refused (a misspelt option is an error, not ignored)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """The provider's model name (the part after ``provider/``)."""
+    fallbacks: list[str] | None = None
+    """Models (``"provider/model"``) the agent tries, in order, after a retryable failure."""
+    temperature: float | None = pydantic.Field(None, ge=0)
+    """Default sampling temperature of every request (a request's own value wins)."""
+    max_tokens: int | None = pydantic.Field(None, gt=0)
+    """Default output token limit of every request (a request's own value wins)."""
+    timeout: float | None = pydantic.Field(None, gt=0)
+    """Seconds per HTTP request to the provider."""
+
+
 class LLMSkill(Skill, abc.ABC):
     """A skill that serves models: the interface between the agent loop and a provider.
 
@@ -96,6 +190,14 @@ class LLMSkill(Skill, abc.ABC):
 
     model_prefixes: ClassVar[tuple[str, ...]] = ()
     fallback_prefixes: ClassVar[tuple[str, ...]] = ()
+    supported_params: ClassVar[frozenset[str]] = STANDARD_PARAMS
+    """The OpenAI request parameters this skill honours (passes on, or translates faithfully);
+    the agent refuses (400) or drops a request's other parameters. Providers extend
+    :data:`STANDARD_PARAMS`. The legacy ``functions`` / ``function_call`` are never in it."""
+    api_key_env: ClassVar[str | None] = None
+    """The environment variable holding the provider's API key (``OPENAI_API_KEY``), for
+    :meth:`api_key`, :meth:`client_options` and :meth:`check_configuration`; ``None``: the skill
+    needs no key."""
 
     @property
     def model(self) -> str | None:
@@ -121,11 +223,30 @@ class LLMSkill(Skill, abc.ABC):
         merged.update({k: v for k, v in params.items() if v is not None})
         return merged
 
+    def api_key(self) -> str | None:
+        """The provider API key: ``config["api_key"]``, else ``$`` :attr:`api_key_env`.
+
+        Raises ConfigurationError naming both places when the skill needs a key and has none.
+        """
+        api_key = self.config.get("api_key")
+        if api_key or self.api_key_env is None:
+            return api_key
+        api_key = os.environ.get(self.api_key_env)
+        if not api_key:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs an API key: set config['api_key'] or ${self.api_key_env}"
+            )
+        return api_key
+
+    def check_configuration(self) -> None:
+        """Raise ConfigurationError when the provider's API key is missing (see :meth:`api_key`)."""
+        self.api_key()
+
     def client_options(
-        self, api_key_env: str, base_url_env: str, *, default_base_url: str | None = None, max_retries: int = 2
+        self, base_url_env: str, *, default_base_url: str | None = None, max_retries: int = 2
     ) -> dict[str, Any]:
         """Constructor options for a provider SDK client from the skill's config, over the
-        environment: ``api_key`` (``config["api_key"]`` or ``$api_key_env``), ``base_url``
+        environment: ``api_key`` (:meth:`api_key`), ``base_url``
         (``config["base_url"]``, ``$base_url_env`` or ``default_base_url``; left out when none),
         ``max_retries`` (``config["max_retries"]``, default ``max_retries``) and ``timeout``
         (seconds, ``config["timeout"]``, left out when unset). The names are the ones the
@@ -133,13 +254,8 @@ class LLMSkill(Skill, abc.ABC):
 
         Raises ConfigurationError when there is no API key.
         """
-        api_key = self.config.get("api_key") or os.environ.get(api_key_env)
-        if not api_key:
-            raise ConfigurationError(
-                f"{type(self).__name__} needs an API key: set config['api_key'] or ${api_key_env}"
-            )
         options: dict[str, Any] = {
-            "api_key": api_key,
+            "api_key": self.api_key(),
             "max_retries": int(self.config.get("max_retries", max_retries)),
         }
         base_url = self.config.get("base_url") or os.environ.get(base_url_env) or default_base_url
@@ -148,6 +264,14 @@ class LLMSkill(Skill, abc.ABC):
         if self.config.get("timeout") is not None:
             options["timeout"] = float(self.config["timeout"])
         return options
+
+    async def initialize(self, agent: Agent) -> None:
+        """Load the pricing plugins and their price data (in a worker thread), so that the
+        first priced call does not. Provider skills extend it: import the SDK (in a thread),
+        build the client, then ``await super().initialize(agent)``."""
+        from .plugins import model_cost
+
+        await asyncio.to_thread(model_cost, self.full_model_name, {})
 
     @property
     def full_model_name(self) -> str:

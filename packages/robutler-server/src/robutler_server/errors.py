@@ -32,17 +32,50 @@ def internal_error(exc: BaseException) -> RobutlerError:
 
 
 def validation_error(exc: RequestValidationError) -> BadRequestError:
-    """The first problem of a request validation, naming the field as ``param``."""
+    """The first problem of a request validation, naming the field as ``param`` (its path in
+    the JSON body, e.g. ``messages.0.content.1.text``). The message never echoes the value."""
     errors = exc.errors()
     first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
         return BadRequestError(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
-    param = ".".join(loc) or None
-    message = f"invalid request: {param}: {first['msg']}" if param else f"invalid request: {first['msg']}"
+    loc = list(first.get("loc", ()))
+    if loc[:1] == ["body"]:
+        path = _body_path(loc[1:], getattr(exc, "body", None), first.get("type") == "missing")
+    else:  # a path, query or header parameter: its name
+        path = [str(p) for p in loc[1:] or loc]
+    msg = first["msg"]
+    ctx = first.get("ctx") or {}
+    if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        # A tagged union (messages by "role", content parts by "type"): name the tag's field.
+        path.append(str(ctx.get("discriminator", "type")).strip("'\"()"))
+        expected = ctx.get("expected_tags")
+        msg = f"Input should be {expected}" if expected else "Field required"
+    elif first.get("type") == "value_error" and "error" in ctx:
+        msg = str(ctx["error"])
+    param = ".".join(path) or None
+    message = f"invalid request: {param}: {msg}" if param else f"invalid request: {msg}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return BadRequestError(message, param=param, code="invalid_value" if param else None)
+
+
+def _body_path(loc: list[Any], body: Any, missing: bool) -> list[str]:
+    """The JSON path of an error location in the request ``body``: pydantic's ``loc`` also
+    holds the tags of union members (``user``, ``parts``), which are not in the body."""
+    path: list[str] = []
+    value = body
+    last = len(loc) - 1
+    for i, step in enumerate(loc):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
+            value = value[step]
+        elif missing and i == last:
+            pass  # the name of the missing field
+        elif body is not None:
+            continue  # a union member's tag
+        path.append(str(step))
+    return path
 
 
 def install_error_handlers(app: FastAPI) -> None:

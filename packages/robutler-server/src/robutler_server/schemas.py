@@ -1,44 +1,130 @@
 """The chat-completions request body, validated strictly (OpenAI's API reference names).
 
-Source: https://platform.openai.com/docs/api-reference/chat/create. Unknown top-level fields
-are accepted and ignored, as OpenAI-compatible servers commonly do; known fields are
-type-checked strictly (``"1"`` is not a number).
+Source: https://platform.openai.com/docs/api-reference/chat/create. Known fields are
+type-checked strictly (``"1"`` is not a number), messages by role with OpenAI's content parts,
+tool ``parameters`` and ``response_format`` schemas must be valid JSON Schemas, and no string
+may hold a lone UTF-16 surrogate (``"\\ud800"`` escaped in JSON) that no UTF-8 encoder can
+send on. Unknown top-level fields are kept: :meth:`ChatCompletionRequest.model_params` passes
+them to the agent, whose answering LLM skill honours them or refuses them with a 400.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-
-MODEL_PARAMS = (
-    "tool_choice", "parallel_tool_calls", "temperature", "top_p", "max_tokens",
-    "max_completion_tokens", "stop", "presence_penalty", "frequency_penalty", "seed",
-    "user", "response_format",
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
-"""Request fields passed on to the agent's model."""
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+LOOP_FIELDS = frozenset({"messages", "model", "stream", "tools"})
+"""Request fields the server hands to the agent separately, not as model parameters."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-class FunctionDefinition(_Strict):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``schema`` unchanged when it is a valid JSON Schema (checked against the metaschema of
+    its ``$schema``, the latest draft by default); ValueError naming the problem otherwise."""
+    if schema is None:
+        return None
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise ValueError(f"not a valid JSON Schema: {exc.message}" + (f" (at /{where})" if where else "")) from None
+    return schema
 
 
-class ToolDefinition(_Strict):
-    type: Literal["function"]
-    function: FunctionDefinition
+JSONSchema = Annotated[dict[str, Any], Field(description="A JSON Schema (https://json-schema.org)")]
+
+
+# --- content parts (OpenAI: ChatCompletionContentPart*) ---------------------------------------
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Strict):
+    data: str = Field(description="base64-encoded audio")
+    format: Literal["wav", "mp3"]
+
+
+class InputAudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class File(_Strict):
+    file_data: str | None = Field(default=None, description="base64-encoded file")
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: File
+
+
+class RefusalPart(_Strict):
+    type: Literal["refusal"]
+    refusal: str
+
+
+def _content_kind(value: Any) -> str | None:
+    return "string" if isinstance(value, str) else "parts" if isinstance(value, list) else None
+
+
+def _content(*parts: type[BaseModel]) -> Any:
+    """A message's ``content``: a string, or a list of the given content parts (by ``type``)."""
+    part = Annotated[Union[parts], Field(discriminator="type")] if len(parts) > 1 else parts[0]
+    return Annotated[
+        Union[Annotated[str, Tag("string")], Annotated[list[part], Tag("parts")]],  # type: ignore[valid-type]
+        Discriminator(
+            _content_kind,
+            custom_error_type="content_type",
+            custom_error_message="Input should be a string or a list of content parts",
+        ),
+    ]
+
+
+TextContent = _content(TextPart)
+UserContent = _content(TextPart, ImagePart, InputAudioPart, FilePart)
+AssistantContent = _content(TextPart, RefusalPart)
+
+
+# --- messages (OpenAI: ChatCompletion*MessageParam) -----------------------------------------
 
 
 class ToolCallFunction(_Strict):
     name: str
-    arguments: str
+    arguments: str = Field(description="the arguments as a JSON string")
 
 
 class ToolCall(_Strict):
@@ -47,35 +133,121 @@ class ToolCall(_Strict):
     function: ToolCallFunction
 
 
-class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+class SystemMessage(_Strict):
+    role: Literal["system"]
+    content: TextContent
+    name: str | None = None
+
+
+class DeveloperMessage(_Strict):
+    role: Literal["developer"]
+    content: TextContent
+    name: str | None = None
+
+
+class UserMessage(_Strict):
+    role: Literal["user"]
+    content: UserContent
+    name: str | None = None
+
+
+class AssistantAudio(_Strict):
+    id: str
+
+
+class AssistantMessage(_Strict):
+    role: Literal["assistant"]
+    content: AssistantContent | None = None
+    refusal: str | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
+    function_call: ToolCallFunction | None = Field(default=None, description="deprecated: tool_calls")
+    audio: AssistantAudio | None = None
 
-    @model_validator(mode="after")
-    def _check_role_fields(self) -> ChatMessage:
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a message with role 'tool' needs tool_call_id")
-        if self.role in ("system", "developer", "user") and self.content is None:
-            raise ValueError(f"a message with role '{self.role}' needs content")
-        return self
+
+class ToolMessage(_Strict):
+    role: Literal["tool"]
+    content: TextContent
+    tool_call_id: str
+
+
+ChatMessage = Annotated[
+    Union[SystemMessage, DeveloperMessage, UserMessage, AssistantMessage, ToolMessage],
+    Field(discriminator="role"),
+]
+
+
+# --- tools, response formats, other parameters -----------------------------------------------
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: JSONSchema | None = None
+    strict: bool | None = None
+
+    _check_parameters = field_validator("parameters")(check_json_schema)
+
+
+class ToolDefinition(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class ResponseFormatText(_Strict):
+    type: Literal["text"]
+
+
+class ResponseFormatJSONObject(_Strict):
+    type: Literal["json_object"]
+
+
+class JSONSchemaFormat(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: JSONSchema | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    _check_schema = field_validator("schema_")(check_json_schema)
+
+
+class ResponseFormatJSONSchema(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Annotated[
+    Union[ResponseFormatText, ResponseFormatJSONObject, ResponseFormatJSONSchema],
+    Field(discriminator="type"),
+]
+
+
 class ChatCompletionRequest(_Strict):
-    """``POST /chat/completions`` body. ``model`` names the agent on ``/v1/chat/completions``."""
+    """``POST /chat/completions`` body. ``model`` names the agent on ``/v1/chat/completions``.
+
+    ``reasoning_effort`` and ``service_tier`` are any string: their values differ between
+    providers and grow, so the answering LLM skill (or its provider) judges them.
+    """
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDefinition] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -85,9 +257,57 @@ class ChatCompletionRequest(_Strict):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     seed: int | None = None
     user: str | None = None
-    response_format: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
+    store: bool | None = None
+    reasoning_effort: str | None = Field(default=None, examples=["minimal", "low", "medium", "high"])
+    verbosity: Literal["low", "medium", "high"] | None = None
+    service_tier: str | None = Field(default=None, examples=["auto", "default", "flex", "priority"])
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    functions: list[FunctionDefinition] | None = Field(
+        default=None, min_length=1, max_length=128, description="deprecated: tools"
+    )
+    function_call: Literal["none", "auto"] | FunctionName | None = Field(
+        default=None, description="deprecated: tool_choice"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        """400 for a string (or key) anywhere in the body holding a lone UTF-16 surrogate."""
+        stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+        while stack:
+            loc, value = stack.pop()
+            if isinstance(value, str):
+                bad = _SURROGATE.search(value) is not None
+            elif isinstance(value, dict):
+                bad = any(isinstance(k, str) and _SURROGATE.search(k) for k in value)
+                stack.extend(((*loc, k), v) for k, v in value.items())
+            elif isinstance(value, list):
+                bad = False
+                stack.extend(((*loc, i), v) for i, v in enumerate(value))
+            else:
+                bad = False
+            if bad:
+                error = PydanticCustomError(
+                    "invalid_unicode", "Input should be valid Unicode: it holds a lone UTF-16 surrogate"
+                )
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=error, loc=loc, input=value)]
+                )
+        return data
 
     def messages_as_dicts(self) -> list[dict[str, Any]]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
@@ -96,8 +316,7 @@ class ChatCompletionRequest(_Strict):
         return [t.model_dump(exclude_none=True) for t in self.tools or []]
 
     def model_params(self) -> dict[str, Any]:
-        """Parameters for the model (those set), plus ``stream_options``."""
-        params = {k: getattr(self, k) for k in MODEL_PARAMS if getattr(self, k) is not None}
-        if self.stream_options is not None:
-            params["stream_options"] = self.stream_options.model_dump()
-        return params
+        """Every parameter for the model that the request sets (not to ``null``): the known
+        ones (``stream_options`` included) and unknown top-level fields, as sent. The agent
+        passes each to its LLM skill, or refuses one the skill does not support."""
+        return self.model_dump(exclude=set(LOOP_FIELDS), exclude_none=True, by_alias=True)

@@ -1,21 +1,27 @@
 """AnthropicSkill: Claude models through the official anthropic SDK, in OpenAI's format.
 
-The SDK is imported at the first call, not with the plugin, so that discovering installed
-skills stays fast.
+The SDK is imported by :meth:`AnthropicSkill.initialize` (in a worker thread, at the agent's
+start-up), not with the plugin, so that discovering installed skills stays fast and no import
+stalls the event loop at the first request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import importlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pydantic
+
 from robutler_core import LLMSkill
 from robutler_core.errors import mapped_errors
+from robutler_core.skill import LLMConfig
 
 from .errors import map_anthropic_error
-from .translate import StreamTranslator, to_anthropic_request, to_openai_completion
+from .translate import SUPPORTED_PARAMS, StreamTranslator, to_anthropic_request, to_openai_completion
 
 if TYPE_CHECKING:
     import anthropic
@@ -31,6 +37,14 @@ DEFAULT_MAX_RETRIES = 2
 @functools.cache
 def _create_arguments(messages_resource: type) -> frozenset[str]:
     return frozenset(inspect.signature(messages_resource.create).parameters)
+
+
+class AnthropicConfig(LLMConfig):
+    """Options of :class:`AnthropicSkill` (unknown ones are refused)."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    max_retries: int | None = pydantic.Field(None, ge=0)
 
 
 class AnthropicSkill(LLMSkill):
@@ -49,24 +63,47 @@ class AnthropicSkill(LLMSkill):
         max_retries: the SDK's retries with backoff (default 2).
         fallbacks: models the agent tries after a retryable failure.
 
+    Options are validated by :class:`AnthropicConfig` when the skill is made (ConfigurationError
+    naming each bad or unknown option). Request parameters:
+    :data:`~robutler_skill_anthropic.translate.SUPPORTED_PARAMS`.
+
     Errors: provider failures raise :mod:`robutler_core.errors` (see
     :func:`~robutler_skill_anthropic.errors.map_anthropic_error`); requests Anthropic cannot
-    express raise BadRequestError; no API key raises ConfigurationError at the first call.
+    express raise BadRequestError; no API key raises ConfigurationError from
+    :meth:`check_configuration` and :meth:`initialize`.
     """
 
+    config_model = AnthropicConfig
+    supported_params = SUPPORTED_PARAMS
     model_prefixes: ClassVar[tuple[str, ...]] = ("anthropic",)
+    api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self._client: anthropic.AsyncAnthropic | None = None
 
+    async def initialize(self, agent: Any = None) -> None:
+        """Import the anthropic SDK (in a worker thread) and build the client, once.
+
+        Raises ConfigurationError when there is no API key.
+        """
+        await asyncio.to_thread(importlib.import_module, "anthropic")
+        self.client  # noqa: B018 (builds it)
+        await super().initialize(agent)
+
+    async def close(self) -> None:
+        """Close the client's HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
     @property
     def client(self) -> anthropic.AsyncAnthropic:
-        """The skill's ``AsyncAnthropic`` client, made at first use."""
+        """The skill's ``AsyncAnthropic`` client, made by :meth:`initialize` (or at first use)."""
         if self._client is None:
             import anthropic
 
-            options = self.client_options("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", max_retries=DEFAULT_MAX_RETRIES)
+            options = self.client_options("ANTHROPIC_BASE_URL", max_retries=DEFAULT_MAX_RETRIES)
             self._client = anthropic.AsyncAnthropic(**options)
         return self._client
 

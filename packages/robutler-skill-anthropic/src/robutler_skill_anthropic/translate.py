@@ -19,10 +19,9 @@ Requests (:func:`to_anthropic_request`):
   ``none`` / ``required`` / a named function become ``auto`` / ``none`` / ``any`` / ``tool``;
   ``parallel_tool_calls: false`` sets ``disable_parallel_tool_use``;
 * ``max_tokens`` / ``max_completion_tokens`` (else the default), ``temperature``, ``top_p``,
-  ``stop`` (as ``stop_sequences``), ``user`` (as ``metadata.user_id``) are passed; OpenAI-only
-  parameters (``seed``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``n``,
-  ``logprobs``, ``top_logprobs``, ``response_format`` ``text``) are left out, and a
-  ``response_format`` asking for JSON is a BadRequestError.
+  ``stop`` (as ``stop_sequences``), ``user`` (as ``metadata.user_id``) are passed
+  (:data:`SUPPORTED_PARAMS`); ``response_format`` ``text`` is the default, one asking for
+  JSON is a BadRequestError; other parameters are left out (the agent refuses them first).
 
 Answers: ``text`` blocks are the ``content``, ``tool_use`` blocks the ``tool_calls``;
 ``stop_reason`` maps to ``finish_reason`` (:data:`FINISH_REASONS`); usage maps to
@@ -50,10 +49,17 @@ FINISH_REASONS = {
 }
 """Anthropic ``stop_reason`` -> OpenAI ``finish_reason``."""
 
-IGNORED_PARAMS = frozenset(
-    {"seed", "presence_penalty", "frequency_penalty", "logit_bias", "n", "logprobs", "top_logprobs",
-     "service_tier", "store", "reasoning_effort", "stream_options"}
-)
+SUPPORTED_PARAMS: frozenset[str] = frozenset({
+    "tool_choice", "parallel_tool_calls", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "stop", "user", "response_format",
+})
+"""The OpenAI request parameters the Anthropic skill honours (:attr:`LLMSkill.supported_params`),
+each as :func:`to_anthropic_request` maps it. Not in it, as Anthropic has no faithful
+equivalent: ``seed``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``n``,
+``logprobs``, ``top_logprobs``, ``metadata`` (OpenAI's stored-completion tags; Anthropic's
+``metadata`` holds only ``user_id``, filled from ``user``), ``store``, ``service_tier`` (other
+tiers), ``modalities``, ``prediction``, and ``reasoning_effort`` (Anthropic's extended thinking
+needs its ``thinking`` blocks sent back with tool results, which OpenAI's format cannot carry)."""
 
 
 def to_anthropic_request(

@@ -1,13 +1,21 @@
-"""LiteLLMSkill: any provider LiteLLM supports, as a Robutler LLM skill."""
+"""LiteLLMSkill: any provider LiteLLM supports, as a Robutler LLM skill.
+
+LiteLLM takes seconds to import: :meth:`LiteLLMSkill.initialize` imports it in a worker thread
+at the agent's start-up, so the first request does not stall the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+import pydantic
+
 from robutler_core import LLMSkill
-from robutler_core.errors import mapped_errors
+from robutler_core.errors import ConfigurationError, mapped_errors
+from robutler_core.skill import STANDARD_PARAMS, LLMConfig
 
 from .errors import map_litellm_error
 
@@ -26,6 +34,27 @@ def _litellm() -> Any:
     return litellm
 
 
+class LiteLLMConfig(LLMConfig):
+    """Options of :class:`LiteLLMSkill` (unknown ones are refused)."""
+
+    api_key: str | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    retries: int | None = pydantic.Field(None, ge=0)
+    embedding_model: str | None = None
+
+
+LITELLM_PARAMS: frozenset[str] = STANDARD_PARAMS | {
+    "logprobs", "top_logprobs", "logit_bias", "reasoning_effort", "service_tier", "modalities",
+    "audio", "prediction", "store", "prompt_cache_key", "safety_identifier", "verbosity",
+    "web_search_options",
+}
+"""Request parameters passed to ``litellm.acompletion`` (its OpenAI-named arguments, less ``n``,
+the legacy ``functions`` / ``function_call``, and ``metadata``, which LiteLLM keeps for its own
+logging). LiteLLM translates each for the provider and answers a parameter the provider cannot
+take with ``UnsupportedParamsError`` (BadRequestError, 400, here)."""
+
+
 class LiteLLMSkill(LLMSkill):
     """Calls models through LiteLLM (https://docs.litellm.ai).
 
@@ -40,6 +69,10 @@ class LiteLLMSkill(LLMSkill):
     agent tries in order after a retryable failure), ``embedding_model`` (default
     ``openai/text-embedding-3-small``).
 
+    Options are validated by :class:`LiteLLMConfig` when the skill is made. Request
+    parameters: :data:`LITELLM_PARAMS`. :meth:`check_configuration` asks
+    ``litellm.validate_environment`` which keys the model's provider needs.
+
     Cost: :func:`robutler_skill_litellm.pricing.model_cost` prices any model of LiteLLM's
     price map; the plugin answers the ``model_cost`` hook for every LLM skill.
 
@@ -53,9 +86,41 @@ class LiteLLMSkill(LLMSkill):
         "groq", "cohere", "ollama", "deepseek", "openrouter", "together_ai",
     )
 
+    config_model = LiteLLMConfig
+    supported_params = LITELLM_PARAMS
+
     @classmethod
     def model_config(cls, prefix: str, model: str) -> dict[str, Any]:
         return {"model": model if prefix == "litellm" else f"{prefix}/{model}"}
+
+    def check_configuration(self) -> None:
+        """Raise ConfigurationError when the environment lacks what the model's provider needs
+        (``litellm.validate_environment``: e.g. ``OPENAI_API_KEY`` for ``openai/...``,
+        ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` for ``bedrock/...``), given
+        ``config["api_key"]`` and ``config["api_base"]``. Nothing is checked without a model.
+
+        Imports LiteLLM (seconds, once per process; :meth:`initialize` needs it anyway). Its
+        table knows the usual variables only: credentials from elsewhere (a cloud instance's
+        role for Bedrock or Vertex AI) are reported missing.
+        """
+        if not self.model:
+            return
+        result = _litellm().validate_environment(
+            self.model, api_key=self.config.get("api_key"), api_base=self.config.get("api_base"),
+            api_version=self.config.get("api_version"),
+        )
+        missing = result.get("missing_keys") or []
+        if missing:
+            variables = ", ".join(f"${name}" for name in missing)
+            raise ConfigurationError(
+                f"{type(self).__name__} for {self.model} needs {variables} (or config['api_key'] / "
+                "config['api_base'])"
+            )
+
+    async def initialize(self, agent: Any = None) -> None:
+        """Import LiteLLM in a worker thread (it takes seconds), so that no request waits."""
+        await asyncio.to_thread(_litellm)
+        await super().initialize(agent)
 
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]) -> dict[str, Any]:
         request = self.request_params(params, _PASSED)

@@ -1,16 +1,22 @@
 """OpenAISkill and XAISkill: chat completions and embeddings through the official openai SDK.
 
-The SDK is imported at the first call, not with the plugin, so that discovering installed
-skills stays fast.
+The SDK is imported by :meth:`OpenAISkill.initialize` (in a worker thread, at the agent's
+start-up), not with the plugin, so that discovering installed skills stays fast and no import
+stalls the event loop at the first request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pydantic
+
 from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError, mapped_errors
+from robutler_core.skill import STANDARD_PARAMS, LLMConfig
 
 from .errors import map_openai_error
 
@@ -20,6 +26,26 @@ if TYPE_CHECKING:
 DEFAULT_MAX_RETRIES = 2
 """The SDK's own retries (with exponential backoff, honouring ``retry-after``) on 408, 409,
 429, 5xx and connection errors, before the error reaches the agent (and its fallbacks)."""
+
+
+class OpenAIConfig(LLMConfig):
+    """Options of :class:`OpenAISkill` and :class:`XAISkill` (unknown ones are refused)."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    organization: str | None = None
+    max_retries: int | None = pydantic.Field(None, ge=0)
+    embedding_model: str | None = None
+
+
+OPENAI_PARAMS: frozenset[str] = STANDARD_PARAMS | {
+    "metadata", "store", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort",
+    "service_tier", "modalities", "audio", "prediction", "prompt_cache_key", "safety_identifier",
+    "verbosity", "web_search_options",
+}
+"""Request parameters the OpenAI skills pass to ``POST /chat/completions`` as they are (the
+openai SDK's ``chat.completions.create`` arguments, less ``n``, whose extra choices the agent
+would drop, and the legacy ``functions`` / ``function_call``)."""
 
 
 class OpenAISkill(LLMSkill):
@@ -39,13 +65,18 @@ class OpenAISkill(LLMSkill):
         embedding_model: for :meth:`embed` (default ``text-embedding-3-small``).
         fallbacks: models the agent tries after a retryable failure.
 
+    Options are validated by :class:`OpenAIConfig` when the skill is made (ConfigurationError
+    naming each bad or unknown option). Request parameters: :data:`OPENAI_PARAMS`.
+
     Errors: provider failures raise :mod:`robutler_core.errors` (see
     :func:`~robutler_skill_openai.errors.map_openai_error`); no API key raises
-    ConfigurationError at the first call.
+    ConfigurationError from :meth:`check_configuration` and :meth:`initialize`.
     """
 
+    config_model = OpenAIConfig
+    supported_params = OPENAI_PARAMS
     model_prefixes: ClassVar[tuple[str, ...]] = ("openai",)
-    api_key_env: ClassVar[str] = "OPENAI_API_KEY"
+    api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
     default_base_url: ClassVar[str | None] = None
     default_embedding_model: ClassVar[str | None] = "text-embedding-3-small"
@@ -55,14 +86,29 @@ class OpenAISkill(LLMSkill):
         super().__init__(config, **kwargs)
         self._client: openai.AsyncOpenAI | None = None
 
+    async def initialize(self, agent: Any = None) -> None:
+        """Import the openai SDK (in a worker thread) and build the client, once.
+
+        Raises ConfigurationError when there is no API key.
+        """
+        await asyncio.to_thread(importlib.import_module, "openai")
+        self.client  # noqa: B018 (builds it)
+        await super().initialize(agent)
+
+    async def close(self) -> None:
+        """Close the client's HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
     @property
     def client(self) -> openai.AsyncOpenAI:
-        """The skill's ``AsyncOpenAI`` client, made at first use."""
+        """The skill's ``AsyncOpenAI`` client, made by :meth:`initialize` (or at first use)."""
         if self._client is None:
             import openai
 
             options = self.client_options(
-                self.api_key_env, self.base_url_env,
+                self.base_url_env,
                 default_base_url=self.default_base_url, max_retries=DEFAULT_MAX_RETRIES,
             )
             if self.config.get("organization"):
@@ -129,7 +175,7 @@ class XAISkill(OpenAISkill):
     """
 
     model_prefixes: ClassVar[tuple[str, ...]] = ("xai",)
-    api_key_env: ClassVar[str] = "XAI_API_KEY"
+    api_key_env: ClassVar[str | None] = "XAI_API_KEY"
     base_url_env: ClassVar[str] = "XAI_BASE_URL"
     default_base_url: ClassVar[str | None] = "https://api.x.ai/v1"
     default_embedding_model: ClassVar[str | None] = None  # name it in config["embedding_model"]
