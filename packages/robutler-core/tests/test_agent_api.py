@@ -4,8 +4,8 @@ unsupported request parameters, info(auth_scope) and describe(context)."""
 import pytest
 
 from robutler_core import Agent, Skill, handoff
-from robutler_core.errors import ConfigurationError
-from robutler_core.testing import TestModel
+from robutler_core.errors import BadRequestError, ConfigurationError
+from robutler_core.testing import ScriptedModel, TestModel, run_request, text_chunks
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -63,3 +63,33 @@ def test_check_configuration_lists_every_problem_and_never_raises():
         "agent 'a': model 'test/backup': backup: no API key",
         "agent 'a': model 'test/expert': expert: no API key",
     ]
+
+
+class WithMetadata(ScriptedModel):
+    supported_params = ScriptedModel.supported_params | {"metadata"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_parameter_the_model_skill_does_not_support_is_a_400_naming_it(stream):
+    model = ScriptedModel([text_chunks("never")])
+    agent = Agent("a", model=model)
+    with pytest.raises(BadRequestError) as info:
+        await run_request(agent, USER, stream=stream, metadata={"k": "v"}, temperature=0.2)
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, "metadata", "unsupported_parameter")
+    assert "'metadata' is not supported by the model skill ScriptedModel (scripted) of agent 'a'" in info.value.message
+    assert model.calls == []
+    with pytest.raises(BadRequestError, match="'metadata' is not supported by the model skill ScriptedModel"):
+        await Agent("b", model=WithMetadata([]), fallbacks=[ScriptedModel([])]).run(USER, metadata={"k": "v"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_unsupported_params_ignore_drops_what_the_model_skill_lacks(stream):
+    plain, rich = ScriptedModel([text_chunks("ok")]), WithMetadata([text_chunks("ok")])
+    for model in (plain, rich):
+        agent = Agent("a", model=model, unsupported_params="ignore")
+        completion = await run_request(agent, USER, stream=stream, metadata={"k": "v"}, temperature=0.2, store=True)
+        assert completion["choices"][0]["message"]["content"] == "ok"
+    assert {k: v for k, v in plain.calls[0][2].items() if k != "stream_options"} == {"temperature": 0.2}
+    assert {k: v for k, v in rich.calls[0][2].items() if k != "stream_options"} == {"temperature": 0.2, "metadata": {"k": "v"}}
+    with pytest.raises(ConfigurationError, match="unsupported_params must be 'error' or 'ignore'"):
+        Agent("a", model="test", unsupported_params="drop")

@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 from .context import Context
 from .http_routes import HttpRoute, serve_http
@@ -54,6 +54,12 @@ class Agent:
             model fails with a retryable error (429, 5xx, timeout); the LLM skill's own
             ``config["fallbacks"]`` come after these. Which model answered is in
             ``context.answered_by`` and the usage records.
+        unsupported_params: what a request parameter (``context.params``) that the answering
+            LLM skill's ``supported_params`` lacks gets: ``"error"`` (the default) a
+            BadRequestError (400, ``param`` = its name, code ``unsupported_parameter``) before
+            any model call, checked against every model of the chain (the model and its
+            fallbacks); ``"ignore"``: it is left out of that model's call. The loop's own keys
+            (``stream``, ``stream_options``, ``model``, ``messages``, ``tools``) are not checked.
         registry: where skill names (dependencies, model prefixes) resolve; defaults to the
             installed plugins.
 
@@ -77,6 +83,7 @@ class Agent:
         handoffs: list[Any] | None = None,
         scopes: list[str] | None = None,
         fallbacks: list[str | LLMSkill] | None = None,
+        unsupported_params: Literal["error", "ignore"] = "error",
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME_PATTERN.match(name):
             raise ConfigurationError(
@@ -85,12 +92,17 @@ class Agent:
             )
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ConfigurationError(f"max_turns must be a positive integer, got {max_turns!r}")
+        if unsupported_params not in ("error", "ignore"):
+            raise ConfigurationError(
+                f"unsupported_params must be 'error' or 'ignore', got {unsupported_params!r}"
+            )
         if scopes is not None and scope != "all":
             raise ConfigurationError("give the agent's scope as scope= or scopes=, not both")
         self.name = name
         self.instructions = instructions or ""
         self.scope = normalize_scope(scopes if scopes is not None else scope)
         self.max_turns = max_turns
+        self.unsupported_params = unsupported_params
         self.directory: dict[str, Agent] | None = None
         self.http_routes: list[HttpRoute] = []
         self._registry = registry

@@ -103,11 +103,11 @@ class ToolLoop:
         agent = self.agent
         if agent.llm is None:
             raise ConfigurationError(f"agent '{agent.name}' has no model: set model= or add an LLM skill")
-        chain = [agent.llm, *agent.fallbacks]
+        params = {k: v for k, v in context.params.items() if k not in _LOOP_PARAMS and v is not None}
+        chain = [(llm, _model_params(agent, llm, params)) for llm in [agent.llm, *agent.fallbacks]]
         server_tools = agent.callables_for_scope(context.auth_scope)
         external = _external_tool_names(context.tools, server_tools)
         tool_defs = [t.definition() for t in server_tools.values()] + context.tools
-        params = {k: v for k, v in context.params.items() if k not in _LOOP_PARAMS and v is not None}
         system = await agent.system_prompt(context)
         messages = ([{"role": "system", "content": system}] if system else []) + context.messages
 
@@ -118,12 +118,10 @@ class ToolLoop:
         for _turn in range(agent.max_turns):
             if stream is not None:
                 message, finish_reason, turn_usage, llm = await stream.model_turn(
-                    chain, messages, tool_defs, params, external
+                    chain, messages, tool_defs, external
                 )
             else:
-                message, finish_reason, turn_usage, llm = await _model_turn(
-                    context, chain, messages, tool_defs, params
-                )
+                message, finish_reason, turn_usage, llm = await _model_turn(context, chain, messages, tool_defs)
             add_usage(usage, turn_usage)
             await llm.record_usage(context, turn_usage)
             if message.get("content"):
@@ -263,14 +261,33 @@ Turn = tuple[dict[str, Any], str, dict[str, Any] | None, "LLMSkill"]
 """A model turn's assistant message, finish reason, usage, and the LLM skill that answered."""
 
 
+Chain = list[tuple["LLMSkill", dict[str, Any]]]
+"""The models of a request in the order they are tried, each with the parameters it is sent."""
+
+
+def _model_params(agent: Agent, llm: LLMSkill, params: dict[str, Any]) -> dict[str, Any]:
+    """The request parameters ``llm`` is sent: those of its ``supported_params``; another one
+    raises BadRequestError (400, ``unsupported_parameter``) or, when the agent's
+    ``unsupported_params`` is ``"ignore"``, is left out."""
+    supported = type(llm).supported_params
+    unsupported = [name for name in params if name not in supported]
+    if unsupported and agent.unsupported_params == "error":
+        name = unsupported[0]
+        raise BadRequestError(
+            f"the parameter '{name}' is not supported by the model skill {type(llm).__name__} "
+            f"({llm.full_model_name}) of agent '{agent.name}'; it supports: {', '.join(sorted(supported))}",
+            param=name, code="unsupported_parameter",
+        )
+    return {k: v for k, v in params.items() if k in supported}
+
+
 async def _model_turn(
     context: Context,
-    chain: list[LLMSkill],
+    chain: Chain,
     messages: list[dict[str, Any]],
     tool_defs: list[dict[str, Any]],
-    params: dict[str, Any],
 ) -> Turn:
-    for position, llm in enumerate(chain):
+    for position, (llm, params) in enumerate(chain):
         try:
             completion = await llm.chat_completion(messages, tools=tool_defs or None, **params)
         except RETRYABLE_ERRORS as exc:
@@ -282,13 +299,13 @@ async def _model_turn(
     raise AssertionError("unreachable: the last model's error is raised")
 
 
-def _fall_back_or_raise(chain: list[LLMSkill], position: int, error: Exception) -> None:
+def _fall_back_or_raise(chain: Chain, position: int, error: Exception) -> None:
     """Go on to the next model of ``chain`` after a retryable ``error``; raise it after the last."""
     if position + 1 >= len(chain):
         raise error
     logger.warning(
-        "model %s failed (%s: %s); falling back to %s", chain[position].full_model_name,
-        type(error).__name__, error, chain[position + 1].full_model_name,
+        "model %s failed (%s: %s); falling back to %s", chain[position][0].full_model_name,
+        type(error).__name__, error, chain[position + 1][0].full_model_name,
     )
 
 
@@ -317,18 +334,17 @@ class _Stream:
 
     async def model_turn(
         self,
-        chain: list[LLMSkill],
+        chain: Chain,
         messages: list[dict[str, Any]],
         tool_defs: list[dict[str, Any]],
-        params: dict[str, Any],
         external: set[str],
     ) -> Turn:
         """One streamed model call. A model that fails (retryably) before its first chunk
         gives way to the next of ``chain``; a failure after it ends the request."""
         assembler = ChunkAssembler()
         self.external_index = {}
-        stream_params = {**params, "stream_options": {"include_usage": True}}
-        for position, llm in enumerate(chain):
+        for position, (llm, params) in enumerate(chain):
+            stream_params = {**params, "stream_options": {"include_usage": True}}
             chunks = aiter(llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params))
             try:
                 first = [await anext(chunks)]
