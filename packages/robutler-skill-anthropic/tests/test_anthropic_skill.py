@@ -132,3 +132,17 @@ async def test_close_closes_the_client(upstream):
     client = claude.client
     await claude.close()
     assert client.is_closed()
+
+
+async def test_initialize_builds_the_client_once_and_calls_reuse_it(upstream, monkeypatch):
+    claude = skill(upstream, model="claude-x")
+    assert claude._client is None
+    await claude.initialize(None)
+    built = claude._client
+    assert built is not None  # built at start-up, not at the first request
+    await claude.chat_completion(USER)
+    [c async for c in claude.chat_completion_stream(USER)]
+    assert claude._client is built and len(upstream.requests) == 2
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(errors.ConfigurationError, match=r"\$ANTHROPIC_API_KEY"):
+        await AnthropicSkill({"model": "claude-x"}).initialize(None)

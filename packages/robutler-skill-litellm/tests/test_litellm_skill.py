@@ -156,3 +156,37 @@ def test_check_configuration_asks_litellm_what_the_provider_needs(monkeypatch):
     LiteLLMSkill({"model": "ollama/llama3", "api_base": "http://localhost:11434"}).check_configuration()
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
     LiteLLMSkill({"model": "anthropic/claude-sonnet-4-5"}).check_configuration()
+
+
+def test_initialize_imports_litellm_off_the_event_loop_and_loads_the_prices():
+    """LiteLLM's import takes seconds: it happens in initialize(), in a thread, so the loop
+    keeps ticking meanwhile and the first request does not stall it."""
+    import subprocess
+    import sys
+
+    code = """
+import asyncio, sys, time
+from robutler_skill_litellm import LiteLLMSkill, pricing
+
+async def main():
+    skill = LiteLLMSkill({"model": "openai/gpt-4o-mini", "api_key": "k"})
+    assert "litellm" not in sys.modules
+    gaps, stop = [], asyncio.Event()
+    async def tick():
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    ticker = asyncio.create_task(tick())
+    await skill.initialize(None)
+    stop.set()
+    await ticker
+    print("litellm" in sys.modules, pricing.price_map.cache_info().currsize, max(gaps) < 2.0, len(gaps) > 10)
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1", "True", "True"]

@@ -180,3 +180,23 @@ async def test_close_closes_the_client(upstream):
     await openai_skill.close()
     assert client.is_closed()
     await openai_skill.close()  # twice is harmless
+
+
+async def test_initialize_builds_the_client_once_and_calls_reuse_it(upstream):
+    llm = skill(upstream, model="gpt-4o-mini")
+    assert llm._client is None
+    await llm.initialize(None)
+    built = llm._client
+    assert built is not None  # built at start-up, not at the first request
+    await llm.chat_completion(USER)
+    [c async for c in llm.chat_completion_stream(USER)]
+    assert llm._client is built and len(upstream.requests) == 2
+
+
+async def test_initialize_imports_the_sdk_and_fails_early_without_a_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fresh = OpenAISkill({"model": "gpt-4o-mini", "api_key": "sk-test"})
+    await fresh.initialize(None)
+    assert fresh._client is not None and "openai" in __import__("sys").modules
+    with pytest.raises(errors.ConfigurationError, match=r"\$OPENAI_API_KEY"):
+        await OpenAISkill({"model": "gpt-4o-mini"}).initialize(None)
