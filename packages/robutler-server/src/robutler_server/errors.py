@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -18,8 +20,9 @@ from .disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 logger = logging.getLogger("robutler_server")
 
 
-def error_response(error: RobutlerError) -> JSONResponse:
-    headers = {}
+def error_response(error: RobutlerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``error`` as OpenAI's envelope with its status (and ``retry-after`` when it has one)."""
+    headers = dict(headers or {})
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(int(retry_after) if float(retry_after).is_integer() else retry_after)
@@ -89,9 +92,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        error = RobutlerError(str(exc.detail), status_code=exc.status_code)
+        if exc.status_code == 404 and "route" not in request.scope:  # no route matched the path
+            offered = ", ".join(offered_routes(app))
+            error = RobutlerError(
+                f"Invalid URL ({request.method} {request.url.path}): this server offers: {offered}",
+                status_code=404,
+                code="unknown_url",
+            )
+        else:  # a 405 (its Allow header kept) or an HTTPException raised by an @http handler
+            error = RobutlerError(str(exc.detail), status_code=exc.status_code)
         error.type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(error)
+        return error_response(error, exc.headers)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
@@ -100,8 +111,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after this response and uvicorn then closes the
+        # connection: say so, so that a keep-alive client does not reuse it.
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(internal_error(exc))
+        return error_response(internal_error(exc), {"connection": "close"})
+
+
+def offered_routes(app: FastAPI) -> list[str]:
+    """``METHOD /path`` of each documented route of ``app``, agent routes as templates
+    (``POST /{agent}/chat/completions``); an agent's own ``@http`` routes are summed up in one
+    entry, so no agent name is shown."""
+    agents = getattr(app.state, "agents", {})
+    offered: list[str] = []
+    agent_routes = False
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        first, _, rest = route.path.lstrip("/").partition("/")
+        if first in agents:
+            agent_routes = True
+            continue
+        path = "/{agent}" + (f"/{rest}" if rest else "") if first.startswith("{") else route.path
+        offered.extend(f"{method} {path}" for method in sorted(route.methods - {"HEAD"}))
+    if agent_routes:
+        offered.append("the agents' own routes under /{agent}/")
+    if app.openapi_url:
+        offered.append(f"GET {app.openapi_url} (their description)")
+    return list(dict.fromkeys(offered))
 
 
 def sse_event(payload: Any) -> str:
