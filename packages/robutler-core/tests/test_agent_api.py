@@ -3,8 +3,8 @@ unsupported request parameters, info(auth_scope) and describe(context)."""
 
 import pytest
 
-from robutler_core import Agent, Skill, handoff
-from robutler_core.errors import BadRequestError, ConfigurationError
+from robutler_core import Agent, Skill, handoff, hook, http, tool
+from robutler_core.errors import BadRequestError, ConfigurationError, PermissionDeniedError
 from robutler_core.testing import ScriptedModel, TestModel, run_request, text_chunks
 
 USER = [{"role": "user", "content": "hi"}]
@@ -93,3 +93,59 @@ async def test_unsupported_params_ignore_drops_what_the_model_skill_lacks(stream
     assert {k: v for k, v in rich.calls[0][2].items() if k != "stream_options"} == {"temperature": 0.2, "metadata": {"k": "v"}}
     with pytest.raises(ConfigurationError, match="unsupported_params must be 'error' or 'ignore'"):
         Agent("a", model="test", unsupported_params="drop")
+
+
+class Mixed(Skill):
+    @tool
+    def public(self) -> str:
+        return "p"
+
+    @tool(scope="owner")
+    def private(self) -> str:
+        return "o"
+
+    @http("/public")
+    def page(self) -> str:
+        return "p"
+
+    @http("/admin", scope="admin")
+    def admin_page(self) -> str:
+        return "a"
+
+
+def _described(info):
+    return (
+        info.get("instructions"), sorted(t["function"]["name"] for t in info["tools"]),
+        [h["name"] for h in info["handoffs"]], sorted(r["path"] for r in info["http"]),
+    )
+
+
+def test_info_shows_only_what_the_scope_admits_and_the_instructions_only_to_owners():
+    agent = Agent("a", "Secret system prompt.", model="test", skills={"m": Mixed()},
+                  handoffs=[handoff("test/expert", name="ask_expert", scope="owner")])
+    assert _described(agent.info()) == (None, ["public"], [], ["/a/public"])
+    assert "instructions" not in agent.info("all") and "instructions" not in agent.info("premium")
+    assert _described(agent.info("owner")) == ("Secret system prompt.", ["private", "public"], ["ask_expert"], ["/a/public"])
+    assert _described(agent.info("admin")) == (
+        "Secret system prompt.", ["private", "public"], ["ask_expert"], ["/a/admin", "/a/public"])
+
+
+async def test_describe_runs_the_connection_hooks_and_checks_the_agents_scope():
+    log = []
+
+    class Auth(Skill):
+        @hook("on_connection")
+        def authenticate(self, context):
+            context.auth_scope = context.headers.get("x-scope", "all")
+            log.append("on_connection")
+
+        @hook("finalize_connection")
+        def finalize(self, context):
+            log.append("finalize_connection")
+
+    agent = Agent("a", "Secret.", model="test", skills={"auth": Auth(), "m": Mixed()}, scope="owner")
+    owner = agent.new_context([], None, False, headers={"X-Scope": "owner"})
+    assert (await agent.describe(owner))["instructions"] == "Secret."
+    with pytest.raises(PermissionDeniedError):
+        await agent.describe(agent.new_context([], None, False))
+    assert log == ["on_connection", "finalize_connection"] * 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -10,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-from .context import Context
+from .context import Context, _current_context
 from .http_routes import HttpRoute, serve_http
 from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER
 from .errors import ConfigurationError, RobutlerError
@@ -28,6 +29,7 @@ logger = logging.getLogger("robutler_core.agent")
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MAX_TURNS = 10
 _HOOK_OPTIONS = frozenset({"handler", "priority", "scope"})
+_OWNER = frozenset({"owner"})
 
 
 class Agent:
@@ -329,22 +331,55 @@ class Agent:
         """Run an event's hooks (see :meth:`LifecyclePluginManager.dispatch`)."""
         return await self._pm.dispatch(event, context, **payload)
 
-    def info(self) -> dict[str, Any]:
-        """A JSON-ready description: name, instructions, model, skills, tools (scope "all")."""
+    def info(self, auth_scope: str = "all") -> dict[str, Any]:
+        """A JSON-ready description for a caller whose scope is ``auth_scope``: ``name``,
+        ``object`` ("agent"), ``model``, ``fallbacks``, ``skills``, and only the ``tools``,
+        ``handoffs`` and ``http`` routes that scope admits; ``instructions`` (the system
+        prompt) only for a scope that admits ``"owner"`` (owner or admin)."""
+        described: dict[str, Any] = {"name": self.name, "object": "agent"}
+        if scope_admits(_OWNER, auth_scope):
+            described["instructions"] = self.instructions
         return {
-            "name": self.name,
-            "object": "agent",
-            "instructions": self.instructions,
+            **described,
             "model": self.model_name,
             "fallbacks": [f.full_model_name for f in self.fallbacks],
             "skills": sorted(self.skills),
-            "tools": [t.definition() for t in self.tools_for_scope("all")],
+            "tools": [t.definition() for t in self.tools_for_scope(auth_scope)],
             "handoffs": [
                 {"name": h.name, "type": h.kind, "target": h.target}
-                for h in self.handoffs_for_scope("all")
+                for h in self.handoffs_for_scope(auth_scope)
             ],
-            "http": [{"method": r.method.upper(), "path": f"/{self.name}{r.path}"} for r in self.http_routes],
+            "http": [
+                {"method": r.method.upper(), "path": f"/{self.name}{r.path}"}
+                for r in self.http_routes if scope_admits(r.scope, auth_scope)
+            ],
         }
+
+    async def describe(self, context: Context) -> dict[str, Any]:
+        """:meth:`info` for the caller of ``context``, as a request would see the agent: runs
+        the ``on_connection`` hooks (which authenticate and set ``context.auth_scope``), checks
+        the agent's scope (PermissionDeniedError, 403), returns ``info(context.auth_scope)``;
+        ``finalize_connection`` always runs. robutler-server serves it at ``GET /{name}``."""
+        async with self.connection(context):
+            return self.info(context.auth_scope)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, context: Context) -> AsyncIterator[Context]:
+        """The frame of every request to the agent (chat completion, ``@http`` call, info):
+        ``context`` becomes the current Context, the skills are initialised, the
+        ``on_connection`` hooks run and the agent's scope is checked (PermissionDeniedError,
+        403) on entry; ``finalize_connection`` runs on exit, whatever happened."""
+        token = _current_context.set(context)
+        try:
+            await self.initialize()
+            try:
+                await self.dispatch("on_connection", context)
+                self.check_access(context)
+                yield context
+            finally:
+                await self.dispatch("finalize_connection", context)
+        finally:
+            _current_context.reset(token)
 
     @property
     def model_name(self) -> str | None:

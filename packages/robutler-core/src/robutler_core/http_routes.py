@@ -10,7 +10,6 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .context import _current_context
 from .tools import call_function
 
 if TYPE_CHECKING:
@@ -47,17 +46,8 @@ async def serve_http(agent: Agent, route: HttpRoute, arguments: dict[str, Any], 
     (PermissionDeniedError, 403), the handler with ``arguments`` (plus ``context`` when it
     takes one; a sync handler runs in a worker thread), and ``finalize_connection`` always.
     Returns the handler's return value."""
-    token = _current_context.set(context)
-    try:
-        await agent.initialize()
-        try:
-            await agent.dispatch("on_connection", context)
-            agent.check_access(context)
-            context.require_scope(route.scope, f"{route.method.upper()} /{agent.name}{route.path} needs")
-            if route.takes_context:
-                arguments = {**arguments, "context": context}
-            return await call_function(route.func, arguments)
-        finally:
-            await agent.dispatch("finalize_connection", context)
-    finally:
-        _current_context.reset(token)
+    async with agent.connection(context):
+        context.require_scope(route.scope, f"{route.method.upper()} /{agent.name}{route.path} needs")
+        if route.takes_context:
+            arguments = {**arguments, "context": context}
+        return await call_function(route.func, arguments)

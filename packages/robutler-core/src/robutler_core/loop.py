@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .context import Context, _current_context
+from .context import Context
 from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
@@ -50,19 +50,10 @@ class ToolLoop:
         """Run the whole request lifecycle with ``context`` as the current Context; returns
         the final ``chat.completion``. ``emit`` receives each chunk when streaming."""
         agent = self.agent
-        token = _current_context.set(context)
-        try:
-            await agent.initialize()
-            try:
-                await agent.dispatch("on_connection", context)
-                agent.check_access(context)
-                for i, message in enumerate(context.messages):
-                    context.messages[i] = await agent.dispatch("on_message", context, message=message)
-                return await self._run_turns(context, emit)
-            finally:
-                await agent.dispatch("finalize_connection", context)
-        finally:
-            _current_context.reset(token)
+        async with agent.connection(context):
+            for i, message in enumerate(context.messages):
+                context.messages[i] = await agent.dispatch("on_message", context, message=message)
+            return await self._run_turns(context, emit)
 
     async def stream(self, context: Context) -> AsyncIterator[dict[str, Any]]:
         """Serve a request as ``chat.completion.chunk`` dicts.
