@@ -167,8 +167,9 @@ def test_http_routes_get_query_path_and_body_parameters(served):
         assert stored.status_code == 200 and stored.json() == {"stored": "call mum", "via": "POST"}
         assert len(finalized) == before + 1  # finalize_connection runs for @http requests too
         assert client.get("/notes/notes", params={"prefix": "call"}).json() == {"notes": ["call mum"]}
-    info = httpx.get(f"{url}/notes").json()
+    info = httpx.get(f"{url}/notes", headers=owner).json()
     assert {"method": "POST", "path": "/notes/notes"} in info["http"]
+    assert httpx.get(f"{url}/notes").status_code == 401  # GET /{agent} runs on_connection too
 
 
 def test_http_route_errors(served):

@@ -146,3 +146,17 @@ async def test_initialize_builds_the_client_once_and_calls_reuse_it(upstream, mo
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(errors.ConfigurationError, match=r"\$ANTHROPIC_API_KEY"):
         await AnthropicSkill({"model": "claude-x"}).initialize(None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cache_reads_and_writes_are_priced_at_their_own_rates(upstream, stream):
+    upstream.enqueue_message("cached", usage={"input_tokens": 100, "output_tokens": 10,
+                                              "cache_read_input_tokens": 8000, "cache_creation_input_tokens": 2000})
+    agent = calc_agent(upstream)
+    context = agent.new_context(USER, None, stream)
+    await run(agent, stream, context=context)
+    [record] = context.usage_records
+    assert record.metadata["prompt_tokens"] == 10_100  # OpenAI's prompt_tokens count cached ones too
+    # claude-sonnet-4-6 in LiteLLM's price map: $3 input, $0.30 cache read, $3.75 cache write,
+    # $15 output per million tokens
+    assert record.metadata["cost_usd"] == pytest.approx(100 * 3e-6 + 8000 * 0.3e-6 + 2000 * 3.75e-6 + 10 * 15e-6)

@@ -92,7 +92,8 @@ def test_message_to_completion_with_tool_use_stop_reasons_and_cache_usage():
     assert completion["choices"][0]["message"] == {"role": "assistant", "content": "Let me check.", "tool_calls": [
         {"id": "toolu_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}]}
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
-    assert completion["usage"] == {"prompt_tokens": 113, "completion_tokens": 5, "total_tokens": 118}
+    assert completion["usage"] == {"prompt_tokens": 113, "completion_tokens": 5, "total_tokens": 118,
+                                   "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 3}}
     for reason, finish in [("max_tokens", "length"), ("refusal", "content_filter"), ("end_turn", "stop"),
                            ("stop_sequence", "stop")]:
         message = {"content": [{"type": "text", "text": "x"}], "stop_reason": reason, "usage": {}}

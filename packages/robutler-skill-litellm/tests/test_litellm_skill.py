@@ -125,6 +125,48 @@ def test_price_map_reading_agrees_with_litellms_own_arithmetic(model, prompt, co
     assert model_cost(model, {"prompt_tokens": prompt, "completion_tokens": completion}) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("model", "usage"), [
+    ("openai/gpt-4o-mini", {"prompt_tokens": 2000, "completion_tokens": 100,
+                            "prompt_tokens_details": {"cached_tokens": 1500}}),
+    ("anthropic/claude-sonnet-4-6", {"prompt_tokens": 10_000, "completion_tokens": 200,
+                                     "prompt_tokens_details": {"cached_tokens": 8000, "cache_creation_tokens": 1500}}),
+    ("anthropic/claude-sonnet-4-6", {"prompt_tokens": 10_000, "completion_tokens": 200, "prompt_tokens_details": {
+        "cached_tokens": 0, "cache_creation_tokens": 3000,
+        "cache_creation_token_details": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000}}}),
+    ("gemini/gemini-2.5-pro", {"prompt_tokens": 300_000, "completion_tokens": 1000,
+                               "prompt_tokens_details": {"cached_tokens": 100_000}}),
+])
+def test_cached_input_is_priced_as_litellm_prices_it(model, usage):
+    import litellm
+    from litellm.types.utils import PromptTokensDetailsWrapper, Usage
+
+    from robutler_skill_litellm.pricing import model_cost
+
+    details = usage["prompt_tokens_details"]
+    expected = sum(litellm.cost_per_token(model=model, usage_object=Usage(
+        prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+        total_tokens=usage["prompt_tokens"] + usage["completion_tokens"],
+        prompt_tokens_details=PromptTokensDetailsWrapper(**details),
+        cache_read_input_tokens=details.get("cached_tokens"),
+        cache_creation_input_tokens=details.get("cache_creation_tokens"))))
+    cost = model_cost(model, usage)
+    assert cost == pytest.approx(expected)
+    assert cost < model_cost(model, {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]}) \
+        or not details.get("cached_tokens")  # a cache read is cheaper than an uncached token
+
+
+def test_anthropic_usage_names_at_the_top_level_are_read_too():
+    from robutler_skill_litellm.pricing import model_cost
+
+    openai_shape = {"prompt_tokens": 10_000, "completion_tokens": 0,
+                    "prompt_tokens_details": {"cached_tokens": 8000, "cache_creation_tokens": 1500}}
+    anthropic_names = {"prompt_tokens": 10_000, "completion_tokens": 0,
+                       "cache_read_input_tokens": 8000, "cache_creation_input_tokens": 1500}
+    expected = 500 * 3e-6 + 8000 * 0.3e-6 + 1500 * 3.75e-6
+    assert model_cost("anthropic/claude-sonnet-4-6", openai_shape) == pytest.approx(expected)
+    assert model_cost("anthropic/claude-sonnet-4-6", anthropic_names) == pytest.approx(expected)
+
+
 def test_pricing_does_not_import_litellm():
     import subprocess
     import sys

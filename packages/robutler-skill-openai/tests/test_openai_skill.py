@@ -200,3 +200,16 @@ async def test_initialize_imports_the_sdk_and_fails_early_without_a_key(monkeypa
     assert fresh._client is not None and "openai" in __import__("sys").modules
     with pytest.raises(errors.ConfigurationError, match=r"\$OPENAI_API_KEY"):
         await OpenAISkill({"model": "gpt-4o-mini"}).initialize(None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cached_prompt_tokens_are_priced_at_the_cache_read_rate(upstream, stream):
+    upstream.enqueue_completion({"role": "assistant", "content": "cached"}, usage={
+        "prompt_tokens": 10_000, "completion_tokens": 100, "total_tokens": 10_100,
+        "prompt_tokens_details": {"cached_tokens": 8_000, "audio_tokens": 0}})
+    agent = calc_agent(upstream)
+    context = agent.new_context(USER, None, stream, stream_options={"include_usage": True})
+    await run(agent, stream, context=context)
+    [record] = context.usage_records
+    # gpt-4o-mini in LiteLLM's price map: $0.15 input, $0.075 cached input, $0.60 output per M tokens
+    assert record.metadata["cost_usd"] == pytest.approx(2_000 * 0.15e-6 + 8_000 * 0.075e-6 + 100 * 0.6e-6)

@@ -296,7 +296,9 @@ class LLMSkill(Skill, abc.ABC):
             record.set_cost_usd(await self.usage_cost(usage))
 
     async def usage_cost(self, usage: dict[str, Any]) -> float | None:
-        """The cost in US dollars of one call's ``usage`` (OpenAI ``usage`` dict), or ``None``
+        """The cost in US dollars of one call's ``usage`` (OpenAI ``usage`` dict: ``prompt_tokens``
+        counting cached input too, ``prompt_tokens_details.cached_tokens`` read from the prompt
+        cache, ``prompt_tokens_details.cache_creation_tokens`` written to it), or ``None``
         when unknown. By default the installed plugins' ``model_cost`` hook prices
         :attr:`full_model_name` (robutler-skill-litellm does, from LiteLLM's price map); a
         provider skill with its own prices overrides this."""

@@ -1,14 +1,21 @@
 """``create_app``: a FastAPI app serving agents in OpenAI's chat-completions format.
 
-Routes: ``POST /{agent}/chat/completions`` and ``GET /{agent}`` per agent (so
-``OpenAI(base_url="http://host:port/{agent}")`` works), ``POST /v1/chat/completions`` with
-``model`` = agent name, ``GET /v1/models``, ``GET /agents``, ``GET /skills``, ``GET /health``,
+Routes: ``POST /{agent}/chat/completions``, ``GET /{agent}``, ``GET /{agent}/models`` and
+``GET /{agent}/models/{id}`` per agent (so ``OpenAI(base_url="http://host:port/{agent}")``
+works, ``models.list()`` included), ``POST /v1/chat/completions`` with ``model`` = agent name,
+``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /agents``, ``GET /skills``, ``GET /health``,
 and each agent's ``@http`` handlers under ``/{agent}/...``. The agents can hand off to each
 other by name (:func:`robutler_core.connect_agents`).
+
+What describes an agent (``GET /{agent}``, ``GET /agents``, the model routes) runs the agent's
+``on_connection`` hooks and shows only what the caller's ``auth_scope`` admits
+(:meth:`robutler_core.Agent.describe`): lists leave out the agents the caller may not use, the
+instructions go only to the owner, and a 404 names no other agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -57,7 +64,7 @@ def create_app(
     connect_agents(list(by_name.values()))
     started = int(time.time())
 
-    app = FastAPI(title=title)
+    app = FastAPI(title=title, lifespan=_lifespan(list(by_name.values())))
     app.state.agents = by_name
     install_error_handlers(app)
     for agent in by_name.values():
@@ -70,50 +77,139 @@ def create_app(
             )
         agent = by_name.get(name)
         if agent is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise NotFoundError(
-                f"{'model' if as_model else 'agent'} '{name}' does not exist on this server; "
-                f"agents: {known}",
-                param="model" if as_model else None,
-                code="model_not_found" if as_model else "agent_not_found",
-            )
+            raise _not_found(name, as_model=as_model)
         return agent
+
+    def model_object(agent: Agent) -> dict[str, Any]:
+        """OpenAI's model object for an agent (``id`` = the agent's name)."""
+        return {"id": agent.name, "object": "model", "created": started, "owned_by": "robutler"}
+
+    async def visible_agents(request: Request) -> list[tuple[Agent, dict[str, Any]]]:
+        """The agents the caller may use, each with its description for the caller."""
+        described = await asyncio.gather(*(_describe_or_none(a, request) for a in by_name.values()))
+        return [(a, info) for a, info in zip(by_name.values(), described) if info is not None]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "healthy", "agents": len(by_name)}
 
     @app.get("/agents")
-    async def list_agents() -> dict[str, Any]:
-        return {"object": "list", "data": [a.info() for a in by_name.values()]}
+    async def list_agents(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": [info for _, info in await visible_agents(request)]}
 
     @app.get("/skills")
     async def list_skills() -> list[dict[str, Any]]:
         return (registry or installed_skills()).describe()
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": started, "owned_by": "robutler"}
-                for name in by_name
-            ],
-        }
+    async def list_models(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": [model_object(a) for a, _ in await visible_agents(request)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+        agent = find_agent(model_id, as_model=True)
+        await describe(agent, request)
+        return model_object(agent)
 
     @app.post("/v1/chat/completions")
     async def v1_chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         return await complete(find_agent(body.model, as_model=True), body, request)
 
     @app.get("/{agent_name}")
-    async def agent_info(agent_name: str) -> dict[str, Any]:
-        return find_agent(agent_name).info()
+    async def agent_info(agent_name: str, request: Request) -> dict[str, Any]:
+        return await describe(find_agent(agent_name), request)
+
+    @app.get("/{agent_name}/models")
+    async def agent_models(agent_name: str, request: Request) -> dict[str, Any]:
+        agent = find_agent(agent_name)
+        await describe(agent, request)
+        return {"object": "list", "data": [model_object(agent)]}
+
+    @app.get("/{agent_name}/models/{model_id:path}")
+    async def agent_model(agent_name: str, model_id: str, request: Request) -> dict[str, Any]:
+        agent = find_agent(agent_name)
+        await describe(agent, request)
+        if model_id != agent.name:
+            raise _not_found(model_id, as_model=True)
+        return model_object(agent)
 
     @app.post("/{agent_name}/chat/completions")
     async def chat_completions(agent_name: str, body: ChatCompletionRequest, request: Request) -> Any:
         return await complete(find_agent(agent_name), body, request)
 
     return app
+
+
+def _not_found(name: str, *, as_model: bool) -> NotFoundError:
+    """404 for an unknown agent or model; it names only what was asked for."""
+    if as_model:
+        return NotFoundError(
+            f"model '{name}' does not exist on this server", param="model", code="model_not_found"
+        )
+    return NotFoundError(f"agent '{name}' does not exist on this server", code="agent_not_found")
+
+
+async def describe(agent: Agent, request: Request) -> dict[str, Any]:
+    """The agent as the caller may see it: runs its ``on_connection`` hooks with the request's
+    headers, raises their errors (401, 402, 403...) or PermissionDeniedError (403) when the
+    agent's scope does not admit the caller, and returns ``agent.info(auth_scope)``."""
+    context = agent.new_context([], None, False, headers=dict(request.headers))
+    return await agent.describe(context)
+
+
+async def _describe_or_none(agent: Agent, request: Request) -> dict[str, Any] | None:
+    """:func:`describe`, or ``None`` when the caller may not use the agent (any error of its
+    hooks: the agent is left out of a list rather than failing the list)."""
+    try:
+        return await describe(agent, request)
+    except RobutlerError as exc:
+        logger.debug("agent '%s' left out of a list: %s", agent.name, exc)
+    except Exception:
+        logger.exception("describing agent '%s' failed; left out of the list", agent.name)
+    return None
+
+
+def _lifespan(agents: list[Agent]) -> Any:
+    """Start-up initialises every agent (:meth:`Agent.initialize`: skills connect, SDKs are
+    imported), so no request pays for it; a failure is logged naming the agent and fails
+    start-up. Shutdown closes every agent (:meth:`Agent.close`)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[Agent] = []
+        try:
+            for agent in agents:
+                started.append(agent)
+                try:
+                    await agent.initialize()
+                except Exception as exc:
+                    logger.error(
+                        "agent '%s' failed to start: %s raised %s: %s",
+                        agent.name, _failing_skill(agent, exc), type(exc).__name__, exc,
+                    )
+                    raise
+            yield
+        finally:
+            for agent in started:
+                await agent.close()
+
+    return lifespan
+
+
+def _failing_skill(agent: Agent, exc: BaseException) -> str:
+    """Which of the agent's skills raised ``exc``: ``skill 'name'`` for one of its ``skills``,
+    else ``skill ClassName`` (a fallback or handoff model), from the innermost traceback frame
+    whose ``self`` is one of them; ``a skill`` when none is."""
+    names = {id(skill): name for name, skill in agent.skills.items()}
+    skills = {id(skill): skill for skill in agent.all_skills()}
+    found = "a skill"
+    frame = exc.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        if id(owner) in skills:
+            found = f"skill '{names[id(owner)]}'" if id(owner) in names else f"skill {type(owner).__name__}"
+        frame = frame.tb_next
+    return found
 
 
 async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) -> Any:

@@ -25,8 +25,9 @@ Requests (:func:`to_anthropic_request`):
 
 Answers: ``text`` blocks are the ``content``, ``tool_use`` blocks the ``tool_calls``;
 ``stop_reason`` maps to ``finish_reason`` (:data:`FINISH_REASONS`); usage maps to
-``prompt_tokens`` (input plus cache creation and cache read tokens) and
-``completion_tokens``.
+``prompt_tokens`` (input plus cache creation and cache read tokens), ``completion_tokens``
+and ``prompt_tokens_details`` (``cached_tokens``, ``cache_creation_tokens``; see
+:func:`usage_from`).
 """
 
 from __future__ import annotations
@@ -234,13 +235,33 @@ def _tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
     return result
 
 
-def usage_from(usage: dict[str, Any] | None) -> dict[str, int]:
-    """Anthropic ``usage`` -> OpenAI ``usage`` (cache tokens count as prompt tokens)."""
+def usage_from(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """Anthropic ``usage`` -> OpenAI ``usage``.
+
+    ``prompt_tokens`` counts every input token, as OpenAI's does: Anthropic's
+    ``input_tokens`` (the uncached ones) plus ``cache_creation_input_tokens`` plus
+    ``cache_read_input_tokens``. When Anthropic reports cache counts, ``prompt_tokens_details``
+    says which: ``cached_tokens`` (OpenAI's name: read from the cache, billed at the cache-read
+    price) and ``cache_creation_tokens`` (written to the cache, billed at the cache-write price;
+    LiteLLM's name), with Anthropic's ``cache_creation`` split by lifetime
+    (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``) as
+    ``cache_creation_token_details``. Pricing (``model_cost``) reads these.
+    """
     usage = usage or {}
-    prompt = sum(int(usage.get(k) or 0) for k in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cache_write + cache_read
     completion = int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    result: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion}
+    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        details: dict[str, Any] = {"cached_tokens": cache_read, "cache_creation_tokens": cache_write}
+        if isinstance(usage.get("cache_creation"), dict):
+            details["cache_creation_token_details"] = {
+                k: int(v or 0) for k, v in usage["cache_creation"].items()
+            }
+        result["prompt_tokens_details"] = details
+    return result
 
 
 def to_openai_completion(message: dict[str, Any]) -> dict[str, Any]:
