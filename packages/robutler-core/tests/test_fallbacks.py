@@ -4,7 +4,7 @@ import pytest
 
 from robutler_core import Agent
 from robutler_core.errors import AuthenticationError, ConfigurationError, RateLimitError, ServiceUnavailableError, UpstreamError
-from robutler_core.testing import ScriptedModel, run_request, text_chunks
+from robutler_core.testing import ScriptedModel, finish_chunks, run_request, text_chunks
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -57,3 +57,23 @@ def test_skill_config_fallbacks_come_after_the_agents_and_unknown_ones_fail():
     assert agent.info()["fallbacks"] == ["test/from-agent", "test/from-config"]
     with pytest.raises(ConfigurationError, match="nosuch"):
         Agent("a", model="test", fallbacks=["nosuch/model"])
+
+
+NO_CHOICES = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+
+
+@pytest.mark.parametrize(("stream", "empty"), [
+    (False, []), (True, []), (False, NO_CHOICES), (False, finish_chunks("stop")), (True, finish_chunks("stop")),
+], ids=["no chunks", "stream of no chunks", "no choices", "only a finish", "stream of only a finish"])
+async def test_an_empty_answer_is_an_upstream_error_after_the_fallbacks(stream, empty):
+    agent = Agent("a", model=model("p", empty))
+    with pytest.raises(UpstreamError, match="model p answered with no content and no tool calls") as info:
+        await run_request(agent, USER, stream=stream)
+    assert (info.value.status_code, info.value.code) == (502, "empty_upstream_response")
+
+    backup = model("backup", text_chunks("from the backup"))
+    agent = Agent("a", model=model("p", empty), fallbacks=[backup])
+    context = agent.new_context(USER, None, stream)
+    completion = await run_request(agent, USER, stream=stream, context=context)
+    assert completion["choices"][0]["message"]["content"] == "from the backup"
+    assert context.answered_by == ["backup"]

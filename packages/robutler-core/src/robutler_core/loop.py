@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .context import Context
-from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded
+from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded, UpstreamError
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
 from .tools import Tool, ToolArgumentsError, tool_result_text
@@ -284,10 +284,28 @@ async def _model_turn(
         except RETRYABLE_ERRORS as exc:
             _fall_back_or_raise(chain, position, exc)
             continue
+        choices = completion.get("choices") or [{}]
+        message, finish_reason = choices[0].get("message") or {}, choices[0].get("finish_reason") or "stop"
+        empty = _empty_answer(llm, message, finish_reason)
+        if empty is not None:
+            await llm.record_usage(context, completion.get("usage"))
+            _fall_back_or_raise(chain, position, empty)
+            continue
         context.answered_by.append(llm.full_model_name)
-        choice = completion["choices"][0]
-        return choice["message"], choice.get("finish_reason") or "stop", completion.get("usage"), llm
+        return message, finish_reason, completion.get("usage"), llm
     raise AssertionError("unreachable: the last model's error is raised")
+
+
+def _empty_answer(llm: LLMSkill, message: dict[str, Any], finish_reason: str) -> UpstreamError | None:
+    """The error for a model answer with neither content nor tool calls (an empty stream, a
+    completion without choices), else ``None``. An empty answer that says why (finish reason
+    ``length`` or ``content_filter``) is an answer, as OpenAI sends it."""
+    if message.get("content") or message.get("tool_calls") or finish_reason in ("length", "content_filter"):
+        return None
+    return UpstreamError(
+        f"model {llm.full_model_name} answered with no content and no tool calls",
+        code="empty_upstream_response",
+    )
 
 
 def _fall_back_or_raise(chain: Chain, position: int, error: Exception) -> None:
@@ -330,11 +348,12 @@ class _Stream:
         tool_defs: list[dict[str, Any]],
         external: set[str],
     ) -> Turn:
-        """One streamed model call. A model that fails (retryably) before its first chunk
-        gives way to the next of ``chain``; a failure after it ends the request."""
-        assembler = ChunkAssembler()
-        self.external_index = {}
+        """One streamed model call. A model that fails (retryably) before its first chunk,
+        or whose stream ends empty (see :func:`_empty_answer`), gives way to the next of
+        ``chain``; a failure after its first chunk ends the request."""
         for position, (llm, params) in enumerate(chain):
+            assembler = ChunkAssembler()
+            self.external_index = {}
             stream_params = {**params, "stream_options": {"include_usage": True}}
             chunks = aiter(llm.chat_completion_stream(messages, tools=tool_defs or None, **stream_params))
             try:
@@ -344,18 +363,24 @@ class _Stream:
             except RETRYABLE_ERRORS as exc:
                 _fall_back_or_raise(chain, position, exc)
                 continue
-            break
-        self.context.answered_by.append(llm.full_model_name)  # before the first chunk goes out
-        async for chunk in _chain(first, chunks):
-            await self.start()
-            assembler.add(chunk)
-            for choice in chunk.get("choices") or []:
-                if choice.get("index", 0) == 0:
-                    delta = self._forwarded_delta(choice.get("delta") or {}, assembler, external)
-                    if delta:
-                        await self.send(delta)
-        message = assembler.message()
-        return message, assembler.finish_reason or "stop", assembler.usage, llm
+            self.context.answered_by.append(llm.full_model_name)  # before the first chunk goes out
+            async for chunk in _chain(first, chunks):
+                await self.start()
+                assembler.add(chunk)
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) == 0:
+                        delta = self._forwarded_delta(choice.get("delta") or {}, assembler, external)
+                        if delta:
+                            await self.send(delta)
+            message, finish_reason = assembler.message(), assembler.finish_reason or "stop"
+            empty = _empty_answer(llm, message, finish_reason)
+            if empty is None:
+                return message, finish_reason, assembler.usage, llm
+            # Nothing of this model's answer went out (at most the role chunk): the next may answer.
+            await llm.record_usage(self.context, assembler.usage)
+            self.context.answered_by.pop()
+            _fall_back_or_raise(chain, position, empty)
+        raise AssertionError("unreachable: the last model's error is raised")
 
     def _forwarded_delta(
         self, delta: dict[str, Any], assembler: ChunkAssembler, external: set[str]
