@@ -160,3 +160,15 @@ async def test_cache_reads_and_writes_are_priced_at_their_own_rates(upstream, st
     # claude-sonnet-4-6 in LiteLLM's price map: $3 input, $0.30 cache read, $3.75 cache write,
     # $15 output per million tokens
     assert record.metadata["cost_usd"] == pytest.approx(100 * 3e-6 + 8000 * 0.3e-6 + 2000 * 3.75e-6 + 10 * 15e-6)
+
+
+async def test_supported_parameters_are_translated_and_the_rest_are_not_claimed(upstream):
+    supported = AnthropicSkill.supported_params
+    assert {"temperature", "top_p", "stop", "user", "max_completion_tokens", "tool_choice"} <= supported
+    assert not {"seed", "presence_penalty", "frequency_penalty", "logprobs", "reasoning_effort", "metadata",
+                "store", "n", "functions", "function_call"} & supported
+    await skill(upstream, model="claude-x").chat_completion(
+        USER, user="user-7", stop="END", top_p=0.5, max_completion_tokens=99, temperature=0.3)
+    body = upstream.requests[0].body
+    assert body["metadata"] == {"user_id": "user-7"} and body["stop_sequences"] == ["END"]
+    assert body["top_p"] == 0.5 and body["max_tokens"] == 99 and body["temperature"] == 0.3

@@ -232,3 +232,14 @@ asyncio.run(main())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "1", "True", "True"]
+
+
+async def test_openai_parameters_pass_through_litellm(upstream):
+    passed = {"store": True, "logprobs": True, "top_logprobs": 2, "service_tier": "flex", "seed": 7,
+              "logit_bias": {"50256": -100}, "prompt_cache_key": "k-1", "safety_identifier": "user-hash"}
+    assert set(passed) <= LiteLLMSkill.supported_params
+    assert not {"functions", "function_call", "n", "metadata"} & LiteLLMSkill.supported_params
+    skill = LiteLLMSkill({"api_base": upstream.base_url, "api_key": "sk-config", "model": "openai/gpt-4o-mini"})
+    await skill.chat_completion(USER, **passed)
+    body = upstream.requests[0].body
+    assert {k: body[k] for k in passed} == passed

@@ -213,3 +213,24 @@ async def test_cached_prompt_tokens_are_priced_at_the_cache_read_rate(upstream, 
     [record] = context.usage_records
     # gpt-4o-mini in LiteLLM's price map: $0.15 input, $0.075 cached input, $0.60 output per M tokens
     assert record.metadata["cost_usd"] == pytest.approx(2_000 * 0.15e-6 + 8_000 * 0.075e-6 + 100 * 0.6e-6)
+
+
+OPENAI_ONLY = {
+    "metadata": {"session": "s-1"}, "store": True, "logprobs": True, "top_logprobs": 2,
+    "reasoning_effort": "low", "service_tier": "flex", "modalities": ["text"],
+    "prediction": {"type": "content", "content": "42"}, "logit_bias": {"50256": -100},
+    "prompt_cache_key": "k-1", "safety_identifier": "user-hash", "verbosity": "low", "seed": 7,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_parameters_reach_the_api(upstream, stream):
+    assert set(OPENAI_ONLY) <= OpenAISkill.supported_params and set(OPENAI_ONLY) <= XAISkill.supported_params
+    assert not {"functions", "function_call", "n"} & OpenAISkill.supported_params
+    llm = skill(upstream, model="gpt-4o-mini")
+    if stream:
+        [c async for c in llm.chat_completion_stream(USER, **OPENAI_ONLY)]
+    else:
+        await llm.chat_completion(USER, **OPENAI_ONLY)
+    body = upstream.requests[0].body
+    assert {k: body[k] for k in OPENAI_ONLY} == OPENAI_ONLY
