@@ -40,8 +40,8 @@ def test_a_handoff_to_an_agent_not_in_the_file_fails_at_start_up(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("agents:\n  - name: a\n    model: test\n    fallbacks: nope\n", "agents.0.fallbacks: Input should be a valid list"),
-    ("agents:\n  - name: a\n    model: test\n    colour: blue\n", "agents.0.colour: Extra inputs are not permitted"),
+    ("agents:\n  - name: a\n    model: test\n    fallbacks: nope\n", "agent 'a': fallbacks: Input should be a valid list"),
+    ("agents:\n  - name: a\n    model: test\n    colour: blue\n", "agent 'a': colour: Extra inputs are not permitted"),
     ("agents:\n  - name: a\n    model: test\n    fallbacks: [nosuch/model]\n", "agent 'a': no installed LLM skill serves models with prefix 'nosuch/'"),
     ("agents: [\n", "is not valid YAML"),
 ])
@@ -52,11 +52,43 @@ def test_errors_name_the_file_and_the_field(tmp_path, text, message):
     assert str(path) in error.value.message and message in error.value.message
 
 
-def test_the_readme_example_loads_and_serves(tmp_path):
+def test_the_readme_example_loads_and_serves(tmp_path, monkeypatch):
     from pathlib import Path
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the example's billing agent and fallback need keys
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # checking the litellm agent imports LiteLLM
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     agents = load_agents(write(tmp_path, example))
     assert [a.name for a in agents] == ["weather", "billing"]
     create_app(agents)
+
+
+async def test_unsupported_params_key_decides_between_400_and_dropping(tmp_path):
+    import httpx
+
+    strict, lenient = load_agents(write(tmp_path, """
+agents:
+  - name: strict
+    model: test
+  - name: lenient
+    model: test
+    unsupported_params: ignore
+"""))
+    assert (strict.unsupported_params, lenient.unsupported_params) == ("error", "ignore")
+    body = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    transport = httpx.ASGITransport(app=create_app([strict, lenient]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+        refused = await client.post("/strict/chat/completions", json=body)
+        answered = await client.post("/lenient/chat/completions", json=body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "logprobs" and refused.json()["error"]["code"] == "unsupported_parameter"
+    assert answered.status_code == 200 and answered.json()["choices"][0]["message"]["content"] == 'TestModel received: "hi"'
+
+
+def test_unsupported_params_takes_only_error_or_ignore(tmp_path):
+    path = write(tmp_path, "agents:\n  - name: a\n    model: test\n    unsupported_params: drop\n")
+    with pytest.raises(ConfigurationError, match="agent 'a': unsupported_params: Input should be 'error' or 'ignore'"):
+        load_agents(path)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import sys
+from typing import NoReturn
 
 import click
 
@@ -51,11 +54,16 @@ def cli() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None:
-    """Serve the agents of AGENTS_FILE (YAML), or a demo agent when none is given."""
+    """Serve the agents of AGENTS_FILE (YAML), or a demo agent when none is given.
+
+    Every agent is checked before anything is served: a bad agents file, an agent that cannot
+    work as configured (bad skill options, unknown model, missing API key), or an address that
+    cannot be bound ends the command with status 1 and one line per problem on stderr.
+    """
     import uvicorn
 
     from .app import create_app
-    from .config import load_agents
+    from .config import AgentsFileError, load_agents
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
     try:
@@ -68,11 +76,58 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None
             agents = [agent]
             logger.info(line)
         app = create_app(agents)
+    except AgentsFileError as exc:
+        fail(exc.problems)
     except ConfigurationError as exc:
-        raise click.ClickException(exc.message) from None
+        fail([f"{agents_file}: {exc.message}" if agents_file else exc.message])
+    try:
+        sockets = bind(host, port)
+    except ConfigurationError as exc:
+        fail([exc.message])
     for agent in agents:
         logger.info("agent '%s' (model %s) at /%s/chat/completions", agent.name, agent.model_name, agent.name)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    for sock in sockets:
+        address, bound_port = sock.getsockname()[:2]
+        shown = f"[{address}]" if sock.family == socket.AF_INET6 else address
+        logger.info("listening on http://%s:%d (press CTRL+C to quit)", shown, bound_port)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on")
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening-ready TCP sockets bound to every address of ``host`` at ``port``, as uvicorn
+    would bind them, so that a bad host or a port in use is found before start-up.
+
+    Raises ConfigurationError (one line: the address and the reason) when ``host`` does not
+    resolve or an address cannot be bound (in use, not local, no permission).
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigurationError(f"cannot serve on host '{host}': {getattr(exc, 'strerror', None) or exc}") from None
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _name, address in dict.fromkeys((i[0], i[1], i[2], "", i[4]) for i in infos):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            for other in sockets:
+                other.close()
+            shown = f"[{address[0]}]:{address[1]}" if family == socket.AF_INET6 else f"{address[0]}:{address[1]}"
+            raise ConfigurationError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+        sockets.append(sock)
+    return sockets
+
+
+def fail(problems: list[str]) -> NoReturn:
+    """Print each problem as one line on stderr and exit with status 1."""
+    for problem in problems:
+        click.echo(f"Error: {problem}", err=True)
+    sys.exit(1)
 
 
 @cli.command()
