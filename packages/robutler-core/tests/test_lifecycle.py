@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from robutler_core import DROP, Agent, Skill, ToolCallBlocked, hook, prompt, tool
-from robutler_core.errors import PermissionDeniedError, RateLimitError
+from robutler_core.errors import ConfigurationError, PermissionDeniedError, RateLimitError
 from robutler_core.testing import ScriptedModel, finish_chunks, run_request, text_chunks, tool_call_chunks
 
 USER = [{"role": "user", "content": "what is the weather"}]
@@ -316,19 +316,42 @@ async def test_runtime_registration_under_concurrent_requests_loses_nothing():
             self.register_tool(tool_fn)
             self.register_hook("finalize_connection", lambda context: context.set("seen", True))
 
-    agent = Agent("a", model=ScriptedModel([text_chunks("x")] * 50), skills={"r": Registrar()})
+    registrar = Registrar()
+    agent = Agent("a", model=ScriptedModel([text_chunks("x")] * 50), skills={"r": registrar})
+    other = Agent("b", model=ScriptedModel([text_chunks("x")]), skills={"r": Registrar()})
 
-    async def one(n):
-        context = agent.new_context(USER, None, False)
+    async def one(target, n):
+        context = target.new_context(USER, None, False)
         context.set("n", n)
-        await agent.run(USER, context=context)
+        await target.run(USER, context=context)
         return context
 
-    contexts = await asyncio.gather(*(one(n) for n in range(50)))
+    contexts = await asyncio.gather(*(one(agent, n) for n in range(50)), one(other, 999))
     assert sorted(t.name for t in agent.tools_for_scope("all")) == sorted(f"tool_{n}" for n in range(50))
     assert all(c.get("seen") for c in contexts)
-    other = Agent("b", model="test")
-    assert other.tools_for_scope("all") == []  # registration does not leak into other agents
+    # registrations do not leak between agents: each skill instance registers on its own agent
+    assert [t.name for t in other.tools_for_scope("all")] == ["tool_999"]
+    assert registrar.agent is agent
+    with pytest.raises(ConfigurationError, match="already part of agent 'a'"):
+        Agent("c", model="test", skills={"r": registrar})  # a shared instance would be rebound
+    assert registrar.agent is agent
+
+
+def test_one_skill_instance_cannot_serve_two_agents():
+    shared_model, shared_skill = ScriptedModel([]), Skill()
+    Agent("first", model=shared_model, skills={"s": shared_skill})
+    with pytest.raises(ConfigurationError) as info:
+        Agent("second", skills={"s": shared_skill})
+    assert info.value.message == (
+        "skill 's' (Skill) of agent 'second' is already part of agent 'first': give each agent "
+        "its own instance (a skill holds its agent and registers tools and hooks on it)"
+    )
+    with pytest.raises(ConfigurationError, match="skill 'llm' \\(ScriptedModel\\) of agent 'second' is already part of agent 'first'"):
+        Agent("second", model=shared_model)
+    failed = Skill()
+    with pytest.raises(ConfigurationError):
+        Agent("broken", skills={"s": failed}, max_turns=1, hooks={"no_such_event": [lambda: None]})
+    Agent("retry", skills={"s": failed})  # a construction that failed leaves the skill free
 
 
 async def test_concurrent_requests_never_see_each_others_usage():

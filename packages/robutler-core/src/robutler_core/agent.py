@@ -116,7 +116,20 @@ class Agent:
         self._initialized: dict[int, Skill] = {}  # id -> skill, the ones initialize() set up
 
         self.skills: dict[str, Skill] = {}
-        given = dict(skills or {})
+        try:
+            self._build(dict(skills or {}), model, fallbacks, tools, handoffs, hooks)
+        except BaseException:
+            for skill in self.skills.values():  # a failed construction leaves its skills free
+                if skill.agent is self:
+                    skill.agent = None
+            raise
+        self._loop = ToolLoop(self)
+
+    def _build(
+        self, given: dict[str, Skill], model: str | LLMSkill | None, fallbacks: list[str | LLMSkill] | None,
+        tools: list[Callable[..., Any]] | None, handoffs: list[Any] | None, hooks: dict[str, Any] | None,
+    ) -> None:
+        name = self.name
         self.llm = self._resolve_llm(model, given)
         self.fallbacks: list[LLMSkill] = [
             resolve_model(m, self.registry, configured=given)
@@ -132,7 +145,6 @@ class Agent:
             self.register_handoff(entry, source=self)
         for event, handlers in (hooks or {}).items():
             self._add_hooks(event, handlers)
-        self._loop = ToolLoop(self)
 
     # -- construction -------------------------------------------------------------------------
     @property
@@ -177,6 +189,12 @@ class Agent:
         if not isinstance(skill, Skill):
             raise ConfigurationError(
                 f"skill '{skill_name}' of agent '{self.name}' is {type(skill).__name__}, not a Skill"
+            )
+        if skill.agent is not None and skill.agent is not self:
+            raise ConfigurationError(
+                f"skill '{skill_name}' ({type(skill).__name__}) of agent '{self.name}' is already part "
+                f"of agent '{skill.agent.name}': give each agent its own instance (a skill holds its "
+                "agent and registers tools and hooks on it)"
             )
         skill.agent = self
         self.skills[skill_name] = skill
