@@ -89,7 +89,7 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None
     for sock in sockets:
         address, bound_port = sock.getsockname()[:2]
         shown = f"[{address}]" if sock.family == socket.AF_INET6 else address
-        logger.info("listening on http://%s:%d (press CTRL+C to quit)", shown, bound_port)
+        logger.info("bound http://%s:%d: serving there once start-up completes (CTRL+C to quit)", shown, bound_port)
     config = uvicorn.Config(app, log_level=log_level, lifespan="on")
     uvicorn.Server(config).run(sockets=sockets)
 
