@@ -5,7 +5,7 @@ import pytest
 
 from robutler_core import Agent, Skill, get_context, hook, prompt, tool
 from robutler_core.errors import BadRequestError, ConfigurationError, MaxTurnsExceeded, PermissionDeniedError, RateLimitError
-from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
+from robutler_core.testing import ScriptedModel, TestModel, completion_to_chunks, finish_chunks, run_request, text_chunks, tool_call_chunks
 from robutler_core.wire import ChunkAssembler
 
 USER = [{"role": "user", "content": "hello"}]
@@ -249,3 +249,34 @@ async def test_a_failing_guard_cancels_and_awaits_the_sibling_tool_calls():
     with pytest.raises(PermissionDeniedError, match="no"):
         await asyncio.wait_for(Agent("a", model=model, skills={"t": Tools()}).run(USER), timeout=3)
     assert events == ["slow started", "slow cancelled"]  # cancelled before the request ended
+
+
+class Obedient(TestModel):
+    """The test model, obeying tool_choice: "required" or a named function means a tool call."""
+
+    def __init__(self):
+        super().__init__({"model": "obedient"})
+        self.tool_choices = []
+
+    def respond(self, messages, tools, tool_choice=None):
+        self.tool_choices.append(tool_choice)
+        if tools and tool_choice not in (None, "auto", "none"):
+            messages = [m for m in messages if m.get("role") != "tool"] + [{"role": "user", "content": "again"}]
+        return super().respond(messages, tools)
+
+    async def chat_completion(self, messages, tools=None, **params):
+        return self.respond(messages, tools, params.get("tool_choice"))
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        for chunk in completion_to_chunks(self.respond(messages, tools, params.get("tool_choice"))):
+            yield chunk
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "add"}}])
+async def test_a_forced_tool_choice_becomes_auto_after_a_turn_that_ran_server_tools(stream, tool_choice):
+    model = Obedient()
+    agent = Agent("a", model=model, skills={"calc": Calculator()}, max_turns=3)
+    completion = await run_request(agent, USER, stream=stream, tool_choice=tool_choice)
+    assert completion["choices"][0]["message"]["content"] == "Tool results: add returned 2"
+    assert model.tool_choices == [tool_choice, "auto"]

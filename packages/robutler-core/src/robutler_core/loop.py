@@ -128,6 +128,7 @@ class ToolLoop:
                     {"role": "assistant", "content": message.get("content"), "tool_calls": server_calls}
                 )
                 messages.extend(results)
+                chain = _reset_tool_choice(chain)
             if client_calls:
                 finish_reason = "tool_calls"
                 break
@@ -294,6 +295,17 @@ async def _model_turn(
         context.answered_by.append(llm.full_model_name)
         return message, finish_reason, completion.get("usage"), llm
     raise AssertionError("unreachable: the last model's error is raised")
+
+
+def _reset_tool_choice(chain: Chain) -> Chain:
+    """After a turn that ran server-side tools, a ``tool_choice`` that forces a call
+    (``"required"``, a named function) becomes ``"auto"``, so that a model that obeys it can
+    answer rather than call tools until ``max_turns`` (as the Agents SDK's
+    ``reset_tool_choice``); ``"auto"`` and ``"none"`` stay."""
+    return [
+        (llm, {**params, "tool_choice": "auto"} if params.get("tool_choice") not in (None, "auto", "none") else params)
+        for llm, params in chain
+    ]
 
 
 def _empty_answer(llm: LLMSkill, message: dict[str, Any], finish_reason: str) -> UpstreamError | None:
