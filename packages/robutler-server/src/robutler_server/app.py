@@ -32,6 +32,7 @@ from robutler_core.plugins import SkillRegistry, installed_skills
 from .errors import install_error_handlers, internal_error, logger, sse_event
 from .disconnect import until_disconnected
 from .http_routes import mount_http_routes
+from .openapi import install_openapi
 from .schemas import ChatCompletionRequest
 
 RESERVED_NAMES = frozenset(
@@ -67,6 +68,7 @@ def create_app(
     app = FastAPI(title=title, lifespan=_lifespan(list(by_name.values())))
     app.state.agents = by_name
     install_error_handlers(app)
+    install_openapi(app)
     for agent in by_name.values():
         mount_http_routes(app, agent)
 

@@ -1,0 +1,81 @@
+"""The OpenAPI document tells the truth: schemathesis generates requests from it (valid and
+invalid) and checks every answer's status, content type and body against it."""
+
+import itertools
+
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from robutler_core import Agent, Skill, tool
+from robutler_server import create_app
+
+CHAT_ROUTES = ("/v1/chat/completions", "/{agent_name}/chat/completions")
+STREAM = itertools.cycle([True, False])
+ERRORS = ("400", "401", "402", "403", "404", "413", "429", "499", "500", "502", "503", "504")
+
+
+class Calculator(Skill):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+# unsupported_params="ignore": most generated requests set some parameter the test model does
+# not honour; ignoring them lets those requests reach the model and check the 200 answers too.
+app = create_app([Agent("helper", "Be helpful.", model="test", skills={"calc": Calculator()},
+                        unsupported_params="ignore")])
+# The coverage phase sends ~900 boundary-value bodies per chat route (~20 s): too slow for the
+# suite; the fuzzing phase below (valid and invalid bodies) keeps the run to a few seconds.
+config = schemathesis.Config.from_dict({"phases": {"coverage": {"enabled": False}}})
+schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    derandomize=True,  # the same examples on every run: a failure here is never flaky
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_responses_conform_to_the_document(case):
+    if "agent_name" in (case.path_parameters or {}):
+        case.path_parameters["agent_name"] = "helper"  # a served agent, so requests get past the 404
+    if case.path in CHAT_ROUTES and isinstance(case.body, dict):
+        if case.path == "/v1/chat/completions":
+            case.body["model"] = "helper"
+        if case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
+            case.body["stream"] = next(STREAM)  # every other valid request streams (SSE)
+    case.call_and_validate(checks=[
+        not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+    ])
+
+
+def test_chat_routes_document_every_error_and_both_answers():
+    document = app.openapi()
+    for path in CHAT_ROUTES:
+        responses = document["paths"][path]["post"]["responses"]
+        assert sorted(responses) == sorted(("200", *ERRORS))
+        assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
+        assert responses["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletion"}
+        for status in ERRORS:
+            if status != "499":  # the client has gone: no body
+                assert responses[status]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ErrorResponse"}
+    error = document["components"]["schemas"]["ErrorObject"]
+    assert sorted(error["required"]) == ["code", "message", "param", "type"]
+
+
+def test_no_operation_documents_a_422():
+    document = app.openapi()
+    assert all("422" not in operation["responses"] for path in document["paths"].values() for operation in path.values())
+    assert "HTTPValidationError" not in document["components"]["schemas"]
