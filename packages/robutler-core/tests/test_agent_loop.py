@@ -67,19 +67,36 @@ async def test_streamed_external_tool_call_is_sent_as_deltas():
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
-async def test_mixed_turn_runs_server_tools_and_returns_only_external_calls():
-    agent = Agent("a", model="test", skills={"calc": Calculator()})
-    for streaming in (False, True):
-        if streaming:
-            assembler = ChunkAssembler()
-            for chunk in await collect(agent, USER, EXTERNAL):
-                assembler.add(chunk)
-            answer, finish = assembler.message(), assembler.finish_reason
-        else:
-            completion = await agent.run(USER, tools=EXTERNAL)
-            answer, finish = message(completion), completion["choices"][0]["finish_reason"]
-        assert finish == "tool_calls"
-        assert [c["function"]["name"] for c in answer["tool_calls"]] == ["ask_user"]
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_mixed_turn_returns_the_external_calls_and_the_follow_up_runs_the_server_tool_once(stream):
+    runs = []
+
+    class Counted(Skill):
+        @tool
+        def lookup(self, key: str) -> str:
+            runs.append(key)
+            return f"value of {key}"
+
+    model = ScriptedModel([
+        text_chunks("Checking. ") + tool_call_chunks([("lookup", {"key": "k"}), ("ask_user", {"question": "q?"})]) + finish_chunks("tool_calls"),
+        tool_call_chunks([("lookup", {"key": "k"})]) + finish_chunks("tool_calls"),  # the follow-up asks again
+        text_chunks("done") + finish_chunks("stop"),
+    ])
+    agent = Agent("a", model=model, skills={"c": Counted()})
+    first = await run_request(agent, USER, stream=stream, tools=EXTERNAL)
+    answer = message(first)
+    assert first["choices"][0]["finish_reason"] == "tool_calls" and answer["content"] == "Checking. "
+    assert [c["function"]["name"] for c in answer["tool_calls"]] == ["ask_user"]
+    assert runs == []  # not run in the mixed turn: its result could not reach the follow-up
+
+    history = USER + [{k: v for k, v in answer.items() if k in ("role", "content", "tool_calls")},
+                      {"role": "tool", "tool_call_id": answer["tool_calls"][0]["id"], "content": "blue"}]
+    final = await run_request(agent, history, stream=stream, tools=EXTERNAL)
+    assert message(final)["content"] == "done"
+    assert runs == ["k"]  # ran exactly once over both requests
+    seen = model.calls[2][0]  # what the model saw when it answered
+    assert seen[-1] == {"role": "tool", "tool_call_id": seen[-2]["tool_calls"][0]["id"], "content": "value of k"}
+    assert {"role": "tool", "tool_call_id": answer["tool_calls"][0]["id"], "content": "blue"} in seen
 
 
 async def test_tool_error_goes_back_to_model_and_request_goes_on():

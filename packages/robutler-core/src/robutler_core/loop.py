@@ -7,11 +7,19 @@ for an external tool (its calls go back to the client with ``finish_reason: "too
 at ``max_turns``. Then ``on_message`` for the assistant message, and ``finalize_connection``
 always.
 
-Mixed turns: when one turn asks for server-side and external tools, the server-side calls run
-first, and their results stay in this request; the response carries only the external calls,
-so the client's history stays a valid OpenAI conversation (every ``tool_call_id`` it holds is
-one the client answers). The text of every turn of a request is concatenated into the answer,
-streamed or not.
+Mixed turns: when one turn asks for server-side and external tools, its server-side calls do
+not run. The response carries the external calls (``finish_reason: "tool_calls"``) and nothing
+else, so the client's history stays a valid OpenAI conversation (every ``tool_call_id`` it holds
+is one the client answers) and records truthfully what ran. On the follow-up request (the
+history plus the client's tool results) the model, which sees that only the external calls
+were answered, asks again for the server-side calls it still needs; they run then, once, and
+the model sees their results. Running them in the first request instead would lose their
+results (a chat completion carries one assistant message, and the follow-up does not hold the
+results), so the model would call them again and the tools would run twice; returning them to
+the client would make clients that run every ``tool_calls`` entry meet tools they do not have.
+(The Responses API keeps such results in its stateful output items; chat completions are
+stateless.) The text of every turn of a request is concatenated into the answer, streamed or
+not.
 """
 
 from __future__ import annotations
@@ -121,17 +129,12 @@ class ToolLoop:
             if not calls:
                 break
             client_calls = [c for c in calls if c["function"]["name"] in external]
-            server_calls = [c for c in calls if c["function"]["name"] not in external]
-            if server_calls:
-                results = await self._run_tool_calls(context, server_calls, server_tools)
-                messages.append(
-                    {"role": "assistant", "content": message.get("content"), "tool_calls": server_calls}
-                )
-                messages.extend(results)
-                chain = _reset_tool_choice(chain)
-            if client_calls:
+            if client_calls:  # a mixed turn's server-side calls do not run: see the module docstring
                 finish_reason = "tool_calls"
                 break
+            messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
+            messages.extend(await self._run_tool_calls(context, calls, server_tools))
+            chain = _reset_tool_choice(chain)
         else:
             raise MaxTurnsExceeded(
                 f"agent '{agent.name}' made {agent.max_turns} model calls without a final answer "
