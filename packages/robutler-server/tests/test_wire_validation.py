@@ -1,8 +1,6 @@
 """Bad input on the chat-completions routes is a 400 naming the field, never a 500 or 502;
 request parameters reach the agent (``model_params``) rather than being dropped."""
 
-import inspect
-
 import httpx
 import pytest
 
@@ -11,9 +9,6 @@ from robutler_server import create_app
 from robutler_server.schemas import ChatCompletionRequest
 
 USER = [{"role": "user", "content": "hello"}]
-IGNORE_UNSUPPORTED = (
-    {"unsupported_params": "ignore"} if "unsupported_params" in inspect.signature(Agent).parameters else {}
-)
 
 
 class RecordParams(Skill):
@@ -37,7 +32,7 @@ def seen():
 async def client(seen):
     app = create_app([
         Agent("plain", "Be helpful.", model="test"),
-        Agent("recorder", model="test", skills={"rec": RecordParams(seen)}, **IGNORE_UNSUPPORTED),
+        Agent("recorder", model="test", skills={"rec": RecordParams(seen)}, unsupported_params="ignore"),
     ])
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -164,10 +159,15 @@ async def test_parameters_reach_the_agent(client, seen):
     assert seen[0] == {"metadata": {"k": "v"}, "store": False, "reasoning_effort": "high", "vendor_option": 1}
 
 
-@pytest.mark.xfail(not IGNORE_UNSUPPORTED, strict=True,
-                   reason="needs the core's unsupported-parameter check (issue 14, owner A)")
-async def test_unknown_parameter_is_400_naming_it(client):
-    response = await client.post("/plain/chat/completions", json={"messages": USER, "vendor_option": 1})
+@pytest.mark.parametrize("name, value", [
+    ("vendor_option", 1),  # unknown
+    ("metadata", {"k": "v"}),  # known, not honoured by the test model
+    ("reasoning_effort", "low"),
+    ("functions", [{"name": "f"}]),  # legacy: never honoured
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_parameter_the_model_cannot_honour_is_400_naming_it(client, name, value, stream):
+    response = await client.post("/plain/chat/completions", json={"messages": USER, name: value, "stream": stream})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["param"] == "vendor_option" and error["code"] == "unsupported_parameter"
+    assert error["param"] == name and error["code"] == "unsupported_parameter"
