@@ -79,3 +79,28 @@ def test_the_readme_has_only_absolute_links(package):
 def test_link_finder_sees_relative_links():
     assert [a or b for a, b in LINK.findall("see [hooks](../../docs/hooks.md) and ![x](y.png)\n[r]: docs/a.md")] == [
         "../../docs/hooks.md", "y.png", "docs/a.md"]
+
+
+def requirement_name(requirement):
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_hatch_environments_have_the_test_tools_of_requirements_dev():
+    """`hatch test` and `hatch run test` get what `pip install -r requirements-dev.txt` gives."""
+    config = tomllib.loads((ROOT / "hatch.toml").read_text())
+    tools = sorted(
+        line.strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "-e"))
+    )
+    editable = sorted(
+        line.split(maxsplit=1)[1] for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
+        if line.startswith("-e ")
+    )
+    assert sorted(config["envs"]["default"]["dependencies"]) == tools
+    # hatch-test brings its own pytest; everything else must be there.
+    hatch_test = config["envs"]["hatch-test"]
+    assert sorted(hatch_test["extra-dependencies"]) == [t for t in tools if requirement_name(t) != "pytest"]
+    for env in (config["envs"]["default"], hatch_test):
+        members = sorted(str(p.relative_to(ROOT)) for pattern in env["workspace"]["members"] for p in ROOT.glob(pattern))
+        assert members == editable
+    assert hatch_test["default-args"] == []  # pytest.ini's testpaths, not hatch's default "tests"
