@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from robutler_core import Agent, Skill, hook, hookimpl
+from robutler_core import Agent, Skill, hook, hookimpl, prompt
 from robutler_core.errors import AuthenticationError, ConfigurationError
 from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks
 
@@ -181,3 +181,46 @@ async def test_runtime_registration_from_a_hook():
     completion = await Agent("a", model="test", skills={"ad": Adaptive()}).run(USER)
     # on_connection runs before the loop lists the tools, so the new tool is offered at once.
     assert completion["choices"][0]["message"]["content"] == "Tool results: late_tool returned late"
+
+
+async def test_equal_priorities_run_in_registration_order_not_by_name():
+    log = []
+
+    class Zulu(Skill):  # names sort opposite to the order they are written
+        @hook("on_connection")
+        def zeta(self, context):
+            log.append("zulu.zeta")
+
+        @hook("on_connection")
+        def alpha(self, context):
+            log.append("zulu.alpha")
+
+        @prompt()
+        def zz(self):
+            return "written first"
+
+        @prompt()
+        def aa(self):
+            return "written second"
+
+    class Alpha(Skill):
+        @hook("on_connection")
+        def middle(self, context):
+            log.append("alpha.middle")
+
+    def agent_hook(context):
+        log.append("agent hook")
+
+    def runtime_b(context):
+        log.append("runtime b")
+
+    def runtime_a(context):
+        log.append("runtime a")
+
+    model = ScriptedModel([text_chunks("ok")])
+    agent = Agent("a", model=model, skills={"z": Zulu(), "a": Alpha()}, hooks={"on_connection": agent_hook})
+    agent.register_hook("on_connection", runtime_b)
+    agent.register_hook("on_connection", runtime_a)
+    await agent.run(USER)
+    assert log == ["zulu.zeta", "zulu.alpha", "alpha.middle", "agent hook", "runtime b", "runtime a"]
+    assert model.calls[0][0][0]["content"] == "written first\n\nwritten second"

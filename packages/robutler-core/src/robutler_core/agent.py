@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .context import Context, _current_context
 from .http_routes import HttpRoute, serve_http
-from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER
+from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER, definition_order
 from .errors import ConfigurationError, RobutlerError
 from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff, LLMHandoff
 from .lifecycle import LifecyclePluginManager, RuntimeHook
@@ -199,7 +199,8 @@ class Agent:
         skill.agent = self
         self.skills[skill_name] = skill
         self._pm.add(skill, name=skill_name)
-        for attribute, member in inspect.getmembers(type(skill)):
+        for attribute in definition_order(type(skill)):
+            member = getattr(type(skill), attribute, None)
             if not callable(member):
                 continue
             if hasattr(member, TOOL_MARKER):

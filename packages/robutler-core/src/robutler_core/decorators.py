@@ -164,6 +164,17 @@ def http(path: str, method: str = "get", *, scope: Scope = None) -> Callable[[F]
     return mark
 
 
+def definition_order(cls: type) -> list[str]:
+    """The attribute names of ``cls`` in the order they are defined: a base class's first
+    (in reverse method-resolution order), then each subclass's new ones; an override keeps the
+    place of what it overrides. Marked methods (tools, hooks, prompts, handoffs, routes) of a
+    skill are registered in this order, so equal priorities run in the order written."""
+    names: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        names.update(dict.fromkeys(vars(klass)))
+    return list(names)
+
+
 def _is_llm_skill(value: Any) -> bool:
     from .skill import LLMSkill
 

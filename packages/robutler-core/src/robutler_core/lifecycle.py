@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from .context import Context
-from .decorators import DEFAULT_PRIORITY, HOOK_MARKER
+from .decorators import DEFAULT_PRIORITY, HOOK_MARKER, definition_order
 from .errors import ConfigurationError
 from .hookspecs import DROP, LIFECYCLE_EVENTS, OBSERVING_EVENTS, LifecycleSpecs
 from .scopes import Scope, normalize_scope, scope_admits
@@ -85,7 +85,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
         self.add_hookspecs(LifecycleSpecs)
         self._lock = threading.Lock()
         self._order = itertools.count()
-        self._sequence: dict[int, int] = {}
+        self._sequence: dict[int, tuple[int, dict[str, int]]] = {}
         self._sorted: dict[str, list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]] = {}
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
@@ -105,19 +105,27 @@ class LifecyclePluginManager(pluggy.PluginManager):
                 raise ConfigurationError(
                     f"{name}: {exc}; lifecycle events are: {', '.join(LIFECYCLE_EVENTS)}"
                 ) from None
-            self._sequence[id(plugin)] = next(self._order)
+            order = definition_order(type(plugin))
+            self._sequence[id(plugin)] = (next(self._order), {name: i for i, name in enumerate(order)})
             self._sorted = {}
 
     def hookimpls(self, event: str) -> list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]:
-        """The event's (hookimpl, priority, scope), sorted by priority then registration."""
+        """The event's (hookimpl, priority, scope), sorted by priority, then in registration
+        order: plugins in the order added, a skill's methods in the order the class defines
+        them (pluggy itself would order them by name)."""
         cached = self._sorted.get(event)
         if cached is not None:
             return cached
         with self._lock:
             impls = [(impl, *_impl_options(impl)) for impl in getattr(self.hook, event).get_hookimpls()]
-            impls.sort(key=lambda entry: (entry[1], self._sequence.get(id(entry[0].plugin), 0)))
+            impls.sort(key=lambda entry: (entry[1], *self._registration(entry[0])))
             self._sorted[event] = impls
             return impls
+
+    def _registration(self, impl: pluggy.HookImpl) -> tuple[int, int]:
+        """(the plugin's place among the plugins, the method's place in its class)."""
+        sequence, members = self._sequence.get(id(impl.plugin), (0, {}))
+        return sequence, members.get(getattr(impl.function, "__name__", ""), 0)
 
     async def dispatch(self, event: str, context: Context, **payload: Any) -> Any:
         """Run the event's hooks for ``context``; returns the (possibly replaced) payload.
