@@ -9,6 +9,7 @@ from robutler_core import Agent
 from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
+from robutler_core.testing.fake_http import FakeHandler, FakeServer
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
 from robutler_skill_litellm import LiteLLMSkill
 from robutler_skill_openai import OpenAISkill, XAISkill
@@ -234,3 +235,50 @@ async def test_openai_parameters_reach_the_api(upstream, stream):
         await llm.chat_completion(USER, **OPENAI_ONLY)
     body = upstream.requests[0].body
     assert {k: body[k] for k in OPENAI_ONLY} == OPENAI_ONLY
+
+
+class _RawHandler(FakeHandler):
+    """Answers every POST with 200 and the server's raw ``body`` (an event stream when
+    ``events`` is set): a stand-in for an upstream that breaks its wire format."""
+
+    def do_POST(self):  # noqa: N802
+        self.read_json()
+        if self.fake.events:
+            self.start_events()
+            self.wfile.write(self.fake.body)
+            return
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.fake.body)))
+        self.end_headers()
+        self.wfile.write(self.fake.body)
+
+
+class BrokenUpstream(FakeServer):
+    handler = _RawHandler
+
+    def __init__(self, body, events=False):
+        super().__init__()
+        self.body, self.events = body, events
+
+
+@pytest.mark.parametrize(("body", "events", "problem"), [
+    (b"<html>Bad gateway</html>", False, "not valid JSON"),
+    (b'{"object": "error"}', False, "without choices"),
+    (b"data: {not json\n\n", True, "not valid JSON"),
+    (b'data: {"unexpected": true}\n\ndata: [DONE]\n\n', True, "without a choices list"),
+])
+async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, body, events, problem):
+    with BrokenUpstream(body, events) as broken:
+        llm = OpenAISkill({"base_url": f"{broken.origin}/v1", "api_key": "k", "max_retries": 0, "model": "gpt-4o-mini"})
+        with pytest.raises(errors.UpstreamError, match=problem) as info:
+            if events:
+                [c async for c in llm.chat_completion_stream(USER)]
+            else:
+                await llm.chat_completion(USER)
+        assert info.value.status_code == 502 and info.value.code == "upstream_invalid_response"
+
+        upstream.enqueue_completion({"role": "assistant", "content": "from the fallback"})
+        agent = Agent("a", model=llm, fallbacks=[skill(upstream, cls=XAISkill, model="grok-3")])
+        completion, _ = await run(agent, events)
+        assert completion["choices"][0]["message"]["content"] == "from the fallback"

@@ -171,6 +171,15 @@ def upstream_error(
     return UpstreamError(message, code=code or f"upstream_{status}")
 
 
+def invalid_response(model: str, problem: str) -> UpstreamError:
+    """The error for a provider answer that is not what its API promises: a body that is not
+    valid JSON, or JSON of the wrong shape. UpstreamError (502, code
+    ``upstream_invalid_response``): retryable, so the agent's fallbacks are tried."""
+    return UpstreamError(
+        f"provider error from {model}: invalid response: {problem}", code="upstream_invalid_response"
+    )
+
+
 def provider_message(body: Any, default: str) -> str:
     """The provider's own error message from an error response ``body``: OpenAI's
     ``{"error": {"message"}}``, Anthropic's ``{"type": "error", "error": {"message"}}``, or an
@@ -229,6 +238,7 @@ __all__ = [
     "ServiceUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "invalid_response",
     "mapped_errors",
     "parse_retry_after",
     "provider_message",

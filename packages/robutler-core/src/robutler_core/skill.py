@@ -12,7 +12,7 @@ import pydantic
 
 from .context import Context, get_context
 from .decorators import DEFAULT_PRIORITY
-from .errors import ConfigurationError
+from .errors import ConfigurationError, invalid_response
 from .scopes import Scope, normalize_scope
 
 if TYPE_CHECKING:
@@ -137,6 +137,34 @@ class Skill:
         if self.agent is None:
             raise RuntimeError(f"{self.skill_name} is not part of an agent yet")
         return self.agent
+
+
+def checked_completion(completion: Any, model: str) -> dict[str, Any]:
+    """``completion`` when it has the shape of a ``chat.completion`` (a dict whose ``choices``
+    is a non-empty list, the first with a ``message`` dict); provider skills pass what their
+    SDK returned through it.
+
+    Raises UpstreamError (502, :func:`~robutler_core.errors.invalid_response`) otherwise.
+    """
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)
+            and isinstance(choices[0].get("message"), dict)):
+        raise invalid_response(model, "a chat.completion without choices[0].message")
+    return completion
+
+
+def checked_chunk(chunk: Any, model: str) -> dict[str, Any]:
+    """``chunk`` when it has the shape of a ``chat.completion.chunk`` (a dict whose ``choices``
+    is a list, empty in a usage chunk, of dicts with a ``delta`` dict).
+
+    Raises UpstreamError (502, :func:`~robutler_core.errors.invalid_response`) otherwise.
+    """
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("delta", {}), dict) for c in choices
+    ):
+        raise invalid_response(model, "a chat.completion.chunk without a choices list")
+    return chunk
 
 
 def _option_problem(error: Any) -> str:

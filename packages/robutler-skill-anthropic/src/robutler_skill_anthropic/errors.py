@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from robutler_core import errors
 
 ERROR_TYPE_STATUS = {
@@ -26,9 +28,13 @@ def map_anthropic_error(exc: Exception, model: str) -> errors.RobutlerError | No
     ``APITimeoutError`` -> UpstreamTimeoutError (504), ``APIConnectionError`` -> UpstreamError
     (502), ``APIStatusError`` by status as :func:`robutler_core.errors.upstream_error` maps it
     (401, 403, 404 model, 400, 413, 429 with ``retry_after``, 529 overloaded -> 503, 5xx); an
-    error event mid-stream by its error ``type``.
+    error event mid-stream by its error ``type``; a body (or stream event) that is not valid
+    JSON -> UpstreamError (502, ``upstream_invalid_response``).
     """
     import anthropic
+
+    if isinstance(exc, json.JSONDecodeError):
+        return errors.invalid_response(model, f"the body is not valid JSON ({exc})")
 
     body = getattr(exc, "body", None)
     text = errors.provider_message(body, getattr(exc, "message", None) or str(exc))

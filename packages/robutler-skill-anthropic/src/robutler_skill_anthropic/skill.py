@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pydantic
 
 from robutler_core import LLMSkill
-from robutler_core.errors import mapped_errors
+from robutler_core.errors import invalid_response, mapped_errors
 from robutler_core.skill import LLMConfig
 
 from .errors import map_anthropic_error
@@ -129,14 +129,20 @@ class AnthropicSkill(LLMSkill):
         request = self._request(messages, tools, params)
         with mapped_errors(lambda exc: map_anthropic_error(exc, self.full_model_name)):
             message = await self.client.messages.create(**request)
-        return to_openai_completion(message.model_dump())
+        body = message.model_dump() if hasattr(message, "model_dump") else message
+        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+            raise invalid_response(self.full_model_name, "a Message without a content list")
+        return to_openai_completion(body)
 
     async def chat_completion_stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
     ) -> AsyncIterator[dict[str, Any]]:
         """Streamed ``POST /v1/messages``: each Anthropic event as OpenAI chunks, as it
         arrives (see :class:`~robutler_skill_anthropic.translate.StreamTranslator`); the last
-        carries ``usage``. Closing the iterator closes the HTTP response."""
+        carries ``usage``. Closing the iterator closes the HTTP response.
+
+        Raises UpstreamError (502) when the stream ends without ``message_stop`` (cut short,
+        or events that are not Anthropic's)."""
         request = self._request(messages, tools, params)
         translator = StreamTranslator()
         with mapped_errors(lambda exc: map_anthropic_error(exc, self.full_model_name)):
@@ -145,3 +151,5 @@ class AnthropicSkill(LLMSkill):
                 async for event in stream:
                     for chunk in translator.feed(event.model_dump()):
                         yield chunk
+        if not translator.finished:
+            raise invalid_response(self.full_model_name, "the stream ended before message_stop")

@@ -299,6 +299,8 @@ class StreamTranslator:
         self.model = ""
         self.created = int(time.time())
         self.usage: dict[str, Any] = {}
+        self.finished = False
+        """Whether ``message_stop`` arrived (a complete stream)."""
         self._tool_index: dict[int, int] = {}
 
     def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: Any = None) -> dict[str, Any]:
@@ -342,5 +344,6 @@ class StreamTranslator:
             reason = (event.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, FINISH_REASONS.get(reason or "end_turn", "stop"))]
         if kind == "message_stop":
+            self.finished = True
             return [self._chunk(None, usage=usage_from(self.usage))]
         return []

@@ -15,7 +15,7 @@ import pydantic
 
 from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError, mapped_errors
-from robutler_core.skill import STANDARD_PARAMS, LLMConfig
+from robutler_core.skill import STANDARD_PARAMS, LLMConfig, checked_chunk, checked_completion
 
 from .errors import map_litellm_error
 
@@ -139,7 +139,7 @@ class LiteLLMSkill(LLMSkill):
         params.pop("stream_options", None)
         with mapped_errors(lambda exc: map_litellm_error(exc, self.model)):
             response = await litellm.acompletion(**self._request(messages, tools, params))
-        return response.model_dump(exclude_none=True)
+        return checked_completion(response.model_dump(exclude_none=True), self.full_model_name)
 
     async def chat_completion_stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
@@ -152,7 +152,7 @@ class LiteLLMSkill(LLMSkill):
         with mapped_errors(lambda exc: map_litellm_error(exc, self.model)):
             stream = await litellm.acompletion(stream=True, **self._request(messages, tools, params))
             async for chunk in stream:
-                yield chunk.model_dump(exclude_none=True)
+                yield checked_chunk(chunk.model_dump(exclude_none=True), self.full_model_name)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors for ``texts`` (one list of floats per text), via LiteLLM."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from robutler_core import errors
 
 
@@ -10,9 +12,14 @@ def map_openai_error(exc: Exception, model: str) -> errors.RobutlerError | None:
 
     ``APITimeoutError`` -> UpstreamTimeoutError (504), ``APIConnectionError`` -> UpstreamError
     (502), ``APIStatusError`` by status as :func:`robutler_core.errors.upstream_error` maps it
-    (401, 403, 404 model, 400, 429 with ``retry_after`` from the response headers, 5xx).
+    (401, 403, 404 model, 400, 429 with ``retry_after`` from the response headers, 5xx); a
+    body (or stream event) that is not valid JSON -> UpstreamError (502,
+    ``upstream_invalid_response``).
     """
     import openai
+
+    if isinstance(exc, json.JSONDecodeError):
+        return errors.invalid_response(model, f"the body is not valid JSON ({exc})")
 
     text = errors.provider_message(getattr(exc, "body", None), getattr(exc, "message", None) or str(exc))
     message = f"provider error from {model}: {text}"

@@ -16,7 +16,7 @@ import pydantic
 
 from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError, mapped_errors
-from robutler_core.skill import STANDARD_PARAMS, LLMConfig
+from robutler_core.skill import STANDARD_PARAMS, LLMConfig, checked_chunk, checked_completion
 
 from .errors import map_openai_error
 
@@ -135,7 +135,7 @@ class OpenAISkill(LLMSkill):
         params.pop("stream_options", None)
         with mapped_errors(lambda exc: map_openai_error(exc, self.full_model_name)):
             response = await self.client.chat.completions.create(**self._request(messages, tools, params))
-        return response.model_dump(exclude_none=True)
+        return checked_completion(_dump(response), self.full_model_name)
 
     async def chat_completion_stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
@@ -149,7 +149,7 @@ class OpenAISkill(LLMSkill):
             stream = await self.client.chat.completions.create(stream=True, **self._request(messages, tools, params))
             async with stream:
                 async for chunk in stream:
-                    yield chunk.model_dump(exclude_none=True)
+                    yield checked_chunk(_dump(chunk), self.full_model_name)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors (``POST /embeddings``): one list of floats per text, in order.
@@ -165,6 +165,12 @@ class OpenAISkill(LLMSkill):
         with mapped_errors(lambda exc: map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")):
             response = await self.client.embeddings.create(model=embedding_model, input=inputs)
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+
+
+def _dump(response: Any) -> Any:
+    """The SDK object as a dict (the SDK builds objects without validation: a body of the
+    wrong shape, or a bare JSON value, comes through as it is)."""
+    return response.model_dump(exclude_none=True) if hasattr(response, "model_dump") else response
 
 
 class XAISkill(OpenAISkill):
