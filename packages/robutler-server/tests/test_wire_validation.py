@@ -110,6 +110,15 @@ async def test_lone_surrogates_are_400(client, raw, param):
     assert error["param"] == param and "lone UTF-16 surrogate" in error["message"]
 
 
+async def test_a_schema_too_deep_to_check_is_400_not_500(client):
+    deep = '{"type": "object", "properties": {"a": ' * 300 + '{"type": "string"}' + "}}" * 300
+    raw = '{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": %s}}]}'
+    response = await client.post("/plain/chat/completions", content=raw % deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "tools.0.function.parameters"
+    assert "nested too deeply" in response.json()["error"]["message"]
+
+
 async def test_a_surrogate_pair_is_one_valid_character(client):
     raw = rb'{"messages": [{"role": "user", "content": "\ud83d\ude00"}]}'
     response = await client.post("/plain/chat/completions", content=raw, headers={"content-type": "application/json"})

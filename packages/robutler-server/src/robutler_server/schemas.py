@@ -39,7 +39,8 @@ class _Strict(BaseModel):
 
 def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """``schema`` unchanged when it is a valid JSON Schema (checked against the metaschema of
-    its ``$schema``, the latest draft by default); ValueError naming the problem otherwise."""
+    its ``$schema``, the latest draft by default); ValueError naming the problem otherwise
+    (also for a schema nested too deeply for the checker, some 90 levels)."""
     if schema is None:
         return None
     try:
@@ -47,6 +48,8 @@ def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise ValueError(f"not a valid JSON Schema: {exc.message}" + (f" (at /{where})" if where else "")) from None
+    except RecursionError:
+        raise ValueError("a JSON Schema nested too deeply to check") from None
     return schema
 
 
