@@ -47,6 +47,10 @@ agents:
   - name: misspelt
     model: test
     max_turn: 3
+  - name: ghostly
+    model: test
+    skills:
+      nonexistent: {}
 """
 
 
@@ -77,14 +81,15 @@ def test_serve_lists_every_problem_of_every_agent_and_exits_1(tmp_path, plugin_p
     assert result.returncode == 1, result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert "Traceback" not in result.stderr
-    assert len(problems) == 5, result.stderr
-    boom, typed, keyless, nowhere, misspelt = problems
+    assert len(problems) == 6, result.stderr
+    boom, typed, keyless, nowhere, misspelt, ghostly = problems
     prefix = f"Error: {agents_file}: agent"
     assert boom == f"{prefix} 'boom': skill 'exploding': RuntimeError: cannot reach the weather station"
     assert typed.startswith(f"{prefix} 'typed': skill 'openai': ") and "option 'timeout'" in typed and "'soon'" in typed
     assert keyless.startswith(f"{prefix} 'keyless': ") and "OPENAI_API_KEY" in keyless
     assert nowhere.startswith(f"{prefix} 'nowhere': no installed LLM skill serves models with prefix 'nosuch/'")
     assert misspelt == f"{prefix} 'misspelt': max_turn: Extra inputs are not permitted"
+    assert ghostly.startswith(f"{prefix} 'ghostly': unknown skill 'nonexistent'; installed skills: ")
 
 
 def test_a_skill_that_raises_in_init_is_one_problem_line(tmp_path):

@@ -115,6 +115,11 @@ def build_agent(config: AgentConfig, registry: SkillRegistry, source: str = "con
     problems: list[str] = []
     for name, options in config.skills.items():
         try:
+            registry.get(name)
+        except ConfigurationError as exc:  # no such skill: the message names it
+            problems.append(f"{where}: {exc.message}")
+            continue
+        try:
             skills[name] = registry.create(name, options or {})
         except ConfigurationError as exc:
             problems.append(f"{where}: skill '{name}': {exc.message}")
