@@ -165,7 +165,8 @@ async def _describe_or_none(agent: Agent, request: Request) -> dict[str, Any] | 
     try:
         return await describe(agent, request)
     except RobutlerError as exc:
-        logger.debug("agent '%s' left out of a list: %s", agent.name, exc)
+        level = logging.WARNING if exc.status_code >= 500 else logging.DEBUG
+        logger.log(level, "agent '%s' left out of a list: %s", agent.name, exc)
     except Exception:
         logger.exception("describing agent '%s' failed; left out of the list", agent.name)
     return None
