@@ -5,7 +5,7 @@ import pytest
 
 from robutler_core import Agent, Skill, hook, hookimpl, prompt
 from robutler_core.errors import AuthenticationError, ConfigurationError
-from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks
+from robutler_core.testing import ScriptedModel, finish_chunks, run_request, text_chunks
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -224,3 +224,35 @@ async def test_equal_priorities_run_in_registration_order_not_by_name():
     await agent.run(USER)
     assert log == ["zulu.zeta", "zulu.alpha", "alpha.middle", "agent hook", "runtime b", "runtime a"]
     assert model.calls[0][0][0]["content"] == "written first\n\nwritten second"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_failing_prompt_fails_the_request_unless_it_may_be_skipped(stream, caplog):
+    log = []
+
+    class Prompts(Skill):
+        @prompt()
+        def memory(self):
+            raise AuthenticationError("memory needs a user")
+
+        @hook("finalize_connection")
+        def finalize(self, context):
+            log.append("finalized")
+
+    model = ScriptedModel([text_chunks("never")])
+    with pytest.raises(AuthenticationError, match="memory needs a user"):
+        await run_request(Agent("a", "Base.", model=model, skills={"p": Prompts()}), USER, stream=stream)
+    assert model.calls == [] and log == ["finalized"]
+
+    class Optional(Skill):
+        @prompt(on_error="skip")
+        def extra(self):
+            raise RuntimeError("no extra today")
+
+    model = ScriptedModel([text_chunks("ok")])
+    with caplog.at_level(logging.ERROR):
+        await run_request(Agent("a", "Base.", model=model, skills={"o": Optional()}), USER, stream=stream)
+    assert model.calls[0][0][0] == {"role": "system", "content": "Base."}
+    assert "failed; left out (on_error='skip')" in caplog.text and "no extra today" in caplog.text
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
+        prompt(on_error="ignore")

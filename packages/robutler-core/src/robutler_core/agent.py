@@ -110,7 +110,8 @@ class Agent:
         self._registry = registry
         self._lock = threading.Lock()
         self._tools: dict[str, tuple[Tool | Handoff, Any]] = {}
-        self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any], bool]] = []
+        # (priority, sequence, scope, function, takes context, skip on error), sorted
+        self._prompts: list[tuple[int, int, frozenset[str] | None, Callable[..., Any], bool, bool]] = []
         self._pm = LifecyclePluginManager()
         self._init_lock = asyncio.Lock()
         self._initialized: dict[int, Skill] = {}  # id -> skill, the ones initialize() set up
@@ -211,8 +212,10 @@ class Agent:
                 self._add_http(getattr(skill, attribute), getattr(member, HTTP_MARKER), skill)
             if hasattr(member, PROMPT_MARKER):
                 options = getattr(member, PROMPT_MARKER)
-                scope = options["scope"] if options["scope"] is not None else None
-                self._add_prompt(getattr(skill, attribute), options["priority"], scope, skill)
+                self._add_prompt(
+                    getattr(skill, attribute), options["priority"], options["scope"], skill,
+                    options.get("on_error", "raise"),
+                )
 
     def _add_hooks(self, event: str, handlers: Any) -> None:
         entries = [handlers] if callable(handlers) or isinstance(handlers, dict) else list(handlers)
@@ -305,12 +308,13 @@ class Agent:
         self._pm.add(plugin, name=name)
 
     def _add_prompt(
-        self, func: Callable[..., Any], priority: int, scope: Scope, source: Any
+        self, func: Callable[..., Any], priority: int, scope: Scope, source: Any, on_error: str
     ) -> None:
         required = _item_scope(scope, source)
         with self._lock:
             takes_context = "context" in inspect.signature(func).parameters
-            prompts = [*self._prompts, (priority, len(self._prompts), required, func, takes_context)]
+            entry = (priority, len(self._prompts), required, func, takes_context, on_error == "skip")
+            prompts = [*self._prompts, entry]
             prompts.sort(key=lambda entry: entry[:2])
             self._prompts = prompts
 
@@ -332,15 +336,21 @@ class Agent:
         context.require_scope(self.scope, f"agent '{self.name}' is open to")
 
     async def system_prompt(self, context: Context) -> str:
-        """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits."""
+        """Instructions plus the outputs of the ``@prompt`` methods the caller's scope admits.
+
+        A prompt's exception propagates (the request fails with its mapped error: a
+        :mod:`robutler_core.errors` status, else 500), unless the prompt was declared with
+        ``@prompt(on_error="skip")``: then it is logged at ERROR and the prompt left out."""
         parts = [self.instructions] if self.instructions else []
-        for _priority, _seq, required, func, takes_context in self._prompts:
+        for _priority, _seq, required, func, takes_context, skip_on_error in self._prompts:
             if not scope_admits(required, context.auth_scope):
                 continue
             try:
                 text = await await_me_maybe(func(context) if takes_context else func())
             except Exception:
-                logger.exception("prompt %s of agent '%s' failed; left out", func, self.name)
+                if not skip_on_error:
+                    raise
+                logger.exception("prompt %s of agent '%s' failed; left out (on_error='skip')", func, self.name)
                 continue
             if text:
                 parts.append(str(text))

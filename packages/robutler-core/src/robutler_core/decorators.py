@@ -8,7 +8,7 @@ function, which stays callable as before.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from .handoffs import HANDOFF_MARKER, Handoff, LLMHandoff, LocalAgentHandoff
 from .hookspecs import hookimpl
@@ -75,16 +75,27 @@ def hook(event: str, *, priority: int = DEFAULT_PRIORITY, scope: Scope = None) -
     return mark
 
 
-def prompt(*, priority: int = DEFAULT_PRIORITY, scope: Scope = None) -> Callable[[F], F]:
+def prompt(
+    *, priority: int = DEFAULT_PRIORITY, scope: Scope = None, on_error: Literal["raise", "skip"] = "raise"
+) -> Callable[[F], F]:
     """Mark a method whose returned text is appended to the system message.
 
     The function takes an optional ``context`` parameter and returns a string (sync or async);
     outputs are joined in priority order (lower first) with a blank line.
+
+    Args:
+        priority: lower comes first; equal priorities keep the order of definition.
+        scope: the caller scopes it applies to (default: everyone, or the skill's scope).
+        on_error: ``"raise"`` (the default): an exception fails the request, like a guarding
+            hook (a :mod:`robutler_core.errors` exception keeps its status, others are 500);
+            ``"skip"``: it is logged at ERROR and the prompt is left out.
     """
     normalize_scope(scope)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"@prompt on_error must be 'raise' or 'skip', got {on_error!r}")
 
     def mark(f: F) -> F:
-        setattr(f, PROMPT_MARKER, {"priority": priority, "scope": scope})
+        setattr(f, PROMPT_MARKER, {"priority": priority, "scope": scope, "on_error": on_error})
         return f
 
     return mark
