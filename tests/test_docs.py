@@ -42,17 +42,20 @@ DEMO_URL = "http://127.0.0.1:8000"
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "XAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
                  "XAI_BASE_URL", "OPENAI_ORG_ID")
 
-# What the first block under a heading prints, by (document, heading): fragments that must appear.
+# What a block prints, by (document, heading above it, its position under that heading from 0):
+# fragments that must appear.
 EXPECTED_OUTPUT = {
-    ("README.md", "## An agent in code"): ["Tool results: add returned 2"],
-    ("README.md", "# Robutler"): ['TestModel received: "hi"'],
-    ("packages/robutler-skill-anthropic/README.md", "## Try it offline"):
+    ("README.md", "# Robutler", 0): ['TestModel received: "hi"'],
+    ("README.md", "## An agent in code", 0): ["Tool results: add returned 2"],
+    ("packages/robutler-skill-anthropic/README.md", "## Try it offline", 0):
         ["2 + 3 = 5", "{'type': 'tool_result', 'tool_use_id':"],
-    ("packages/robutler-skill-openai/README.md", "## Try it offline"):
+    ("packages/robutler-skill-anthropic/README.md", "## Use", 0): ["Hello"],
+    ("packages/robutler-skill-openai/README.md", "## Try it offline", 0):
         ["Hello from the fallback.", "['openai/gpt-4o']"],
-    ("packages/robutler-core/README.md", "## Use"): ["'object': 'chat.completion'", "get_weather returned sunny in"],
-    ("packages/robutler-skill-openai/README.md", "## Use"): ["fake answer to: Hello"],
-    ("packages/robutler-skill-anthropic/README.md", "## Use"): ["Hello"],
+    ("packages/robutler-skill-openai/README.md", "## Use", 0): ["fake answer to: Hello"],
+    ("packages/robutler-core/README.md", "## Use", 0): ["'object': 'chat.completion'", "get_weather returned sunny in"],
+    ("docs/writing-a-skill.md", "## 3. Test it offline", 1):
+        ['Tool results: get_quote returned {"symbol":"AAPL","price":123.4}'],
 }
 
 
@@ -61,7 +64,7 @@ class Snippet:
     document: str  # relative to the repository root
     line: int  # of the opening fence, 1-based
     heading: str  # the nearest heading above the block
-    first: bool  # the first block under that heading
+    position: int  # 0 for the first block under that heading, 1 for the next...
     code: str
     marker: str | None  # "no-run" or "with-server"
     reason: str | None
@@ -81,7 +84,7 @@ def snippets(path: Path) -> list[Snippet]:
         marker = MARKER.search(before[-1]) if before else None
         found.append(Snippet(
             document=path.relative_to(ROOT).as_posix(), line=line, heading=heading,
-            first=not found or found[-1].heading != heading, code=match.group(1),
+            position=found[-1].position + 1 if found and found[-1].heading == heading else 0, code=match.group(1),
             marker=marker.group(1) if marker else None, reason=(marker.group(2) or "").strip() or None if marker else None,
         ))
     return found
@@ -94,8 +97,8 @@ def test_snippets_are_found_in_every_kind_of_document():
     documents = {s.document for s in ALL_SNIPPETS}
     assert {"README.md", "packages/robutler-core/README.md", "docs/writing-a-skill.md"} <= documents
     assert any(d.startswith("examples/") for d in documents)
-    for document, heading in EXPECTED_OUTPUT:
-        assert any(s.document == document and s.heading == heading for s in ALL_SNIPPETS), (document, heading)
+    for key in EXPECTED_OUTPUT:
+        assert any((s.document, s.heading, s.position) == key for s in ALL_SNIPPETS), key
 
 
 def test_skipped_snippets_say_why_and_are_few():
@@ -180,7 +183,7 @@ def test_snippet_runs(snippet, running_snippets):
     process = running_snippets[snippet.id]
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, f"{snippet.id} failed:\n{stderr}"
-    for fragment in EXPECTED_OUTPUT.get((snippet.document, snippet.heading), []) if snippet.first else []:
+    for fragment in EXPECTED_OUTPUT.get((snippet.document, snippet.heading, snippet.position), []):
         assert fragment in stdout, f"{snippet.id} did not print {fragment!r}:\n{stdout}"
 
 
@@ -196,10 +199,10 @@ def test_the_harness_reads_markers_and_headings(tmp_path):
         found = snippets(doc)
     finally:
         ROOT = saved
-    assert [(s.line, s.heading, s.first, s.code, s.marker, s.reason) for s in found] == [
-        (3, "# T", True, "print(1)\n", None, None),
-        (9, "## S", True, "boom\n", "no-run", "needs a key"),
-        (13, "## S", False, "print(2)\n", "with-server", None),
+    assert [(s.line, s.heading, s.position, s.code, s.marker, s.reason) for s in found] == [
+        (3, "# T", 0, "print(1)\n", None, None),
+        (9, "## S", 0, "boom\n", "no-run", "needs a key"),
+        (13, "## S", 1, "print(2)\n", "with-server", None),
     ]
 
 

@@ -28,7 +28,11 @@ class TestModel(LLMSkill):
     """A deterministic offline model, served as ``model="test"`` (or ``"test/anything"``).
 
     - Offered tools and the last message is not a tool result: it calls every tool once, with
-      arguments generated from each tool's JSON schema (``finish_reason: "tool_calls"``).
+      arguments generated from each tool's JSON schema (``finish_reason: "tool_calls"``) by
+      :func:`~robutler_core.testing.schema_values.example_value`: a parameter's ``default``,
+      ``enum`` or first ``examples`` value when it has one (give a parameter that the tool
+      checks, such as a city, ``Field(examples=[...])``), else ``"a"``, ``1``, ``True``...;
+      bounded in size, so a request's tool schema cannot make it build a huge value.
     - The last messages are tool results: it answers ``"Tool results: NAME returned RESULT; ..."``
       naming each call of the last assistant message.
     - No tools: it answers ``'TestModel received: "LAST USER MESSAGE"'``.
