@@ -36,3 +36,19 @@ async def test_a_cancellation_inside_the_request_ends_the_stream():
     done, _ = await asyncio.wait({consumer}, timeout=2)
     assert done, "the consumer waited forever"
     assert consumer.cancelled() or isinstance(consumer.exception(), asyncio.CancelledError)
+
+
+async def test_on_chunk_hooks_see_every_chunk_the_usage_chunk_included():
+    seen = []
+
+    class Meter(Skill):
+        @hook("on_chunk")
+        def count(self, chunk):
+            seen.append(chunk)
+            if not chunk["choices"]:
+                return {**chunk, "usage": {**chunk["usage"], "metered": True}}
+
+    agent = Agent("a", model=ScriptedModel([text_chunks("hi")]), skills={"m": Meter()})
+    sent = [c async for c in agent.run_streaming(USER, stream_options={"include_usage": True})]
+    assert len(seen) == len(sent) and seen[-1]["choices"] == [] and "usage" in seen[-1]
+    assert sent[-1]["usage"]["metered"] is True

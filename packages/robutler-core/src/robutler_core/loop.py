@@ -351,8 +351,11 @@ class _Stream:
             completion_id=ctx.completion_id, created=ctx.created, usage=usage,
         )
 
-    async def send(self, delta: dict[str, Any], finish_reason: str | None = None) -> None:
-        chunk = await self.context.agent.dispatch("on_chunk", self.context, chunk=self._chunk(delta, finish_reason))
+    async def send(self, delta: dict[str, Any] | None, finish_reason: str | None = None, usage: Any = None) -> None:
+        """Pass a chunk (``delta=None``: the usage-only chunk) through the ``on_chunk`` hooks,
+        then to the client unless a hook dropped it."""
+        chunk = self._chunk(delta, finish_reason, usage)
+        chunk = await self.context.agent.dispatch("on_chunk", self.context, chunk=chunk)
         if chunk is not DROP:
             self.emit(chunk)
 
@@ -426,7 +429,7 @@ class _Stream:
         await self.start()
         await self.send({}, finish_reason)
         if self.include_usage:
-            self.emit(self._chunk(None, usage=usage))
+            await self.send(None, usage=usage)
 
 
 async def _chain(first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
