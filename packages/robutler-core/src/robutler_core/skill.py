@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic
@@ -69,7 +69,7 @@ class Skill:
         self.agent: Agent | None = None
 
     @classmethod
-    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """``config`` checked against :attr:`config_model`: the given options with their
         validated values (a copy of ``config`` when the class has no model).
 
@@ -77,7 +77,7 @@ class Skill:
         ``;``: ``OpenAISkill: invalid config: option 'timeout': Input should be a valid number,
         unable to parse string as a number, got 'abc'``.
         """
-        if not isinstance(config, dict):
+        if not isinstance(config, Mapping):
             raise ConfigurationError(
                 f"{cls.__name__}: config must be a mapping of options, got {type(config).__name__}"
             )
