@@ -139,7 +139,8 @@ def test_caller_scope_from_the_bearer_token_decides_the_tools(served):
         {"role": "user", "content": "hi"}])
     user = chat(url, "notes", "user-token").chat.completions.create(model="notes", messages=[
         {"role": "user", "content": "hi"}])
-    assert owner.choices[0].message.content == "Tool results: count_notes returned 1; delete_notes returned deleted"
+    # tools in the order the skill defines them (9a63800)
+    assert owner.choices[0].message.content == "Tool results: delete_notes returned deleted; count_notes returned 1"
     assert user.choices[0].message.content == "Tool results: count_notes returned 1"
 
 
