@@ -2,6 +2,7 @@
 
 import pytest
 
+from robutler_core import Agent, handoff
 from robutler_core.errors import ConfigurationError
 from robutler_server import create_app
 from robutler_server.config import load_agents
@@ -34,9 +35,13 @@ agents:
 
 
 def test_a_handoff_to_an_agent_not_in_the_file_fails_at_start_up(tmp_path):
-    agents = load_agents(write(tmp_path, "agents:\n  - name: front\n    model: test\n    handoffs: [ghost]\n"))
+    path = write(tmp_path, "agents:\n  - name: front\n    model: test\n    handoffs: [ghost]\n")
+    with pytest.raises(ConfigurationError) as error:
+        load_agents(path)
+    assert error.value.message == (
+        f"{path}: agent 'front': handoff 'transfer_to_ghost' names the agent 'ghost', which this file does not declare")
     with pytest.raises(ConfigurationError, match="'ghost', which this process does not serve; agents: front"):
-        create_app(agents)
+        create_app([Agent("front", model="test", handoffs=[handoff("ghost")])])
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -51,6 +51,9 @@ agents:
     model: test
     skills:
       nonexistent: {}
+  - name: lost
+    model: test
+    handoffs: [ghost, boom]   # boom is declared (if broken): only ghost is a problem
 """
 
 
@@ -81,8 +84,8 @@ def test_serve_lists_every_problem_of_every_agent_and_exits_1(tmp_path, plugin_p
     assert result.returncode == 1, result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert "Traceback" not in result.stderr
-    assert len(problems) == 6, result.stderr
-    boom, typed, keyless, nowhere, misspelt, ghostly = problems
+    assert len(problems) == 7, result.stderr
+    boom, typed, keyless, nowhere, misspelt, ghostly, lost = problems
     prefix = f"Error: {agents_file}: agent"
     assert boom == f"{prefix} 'boom': skill 'exploding': RuntimeError: cannot reach the weather station"
     assert typed.startswith(f"{prefix} 'typed': skill 'openai': ") and "option 'timeout'" in typed and "'soon'" in typed
@@ -90,6 +93,7 @@ def test_serve_lists_every_problem_of_every_agent_and_exits_1(tmp_path, plugin_p
     assert nowhere.startswith(f"{prefix} 'nowhere': no installed LLM skill serves models with prefix 'nosuch/'")
     assert misspelt == f"{prefix} 'misspelt': max_turn: Extra inputs are not permitted"
     assert ghostly.startswith(f"{prefix} 'ghostly': unknown skill 'nonexistent'; installed skills: ")
+    assert lost == f"{prefix} 'lost': handoff 'transfer_to_ghost' names the agent 'ghost', which this file does not declare"
 
 
 def test_a_skill_that_raises_in_init_is_one_problem_line(tmp_path):

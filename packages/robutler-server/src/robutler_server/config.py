@@ -63,8 +63,9 @@ def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list
     """Agents from a YAML agents file, each checked as far as it can be without a request.
 
     Every agent is validated: its fields, each skill's options (a skill whose ``__init__``
-    raises is a problem too), its model and fallbacks resolvable, and
-    :meth:`Agent.check_configuration` (a provider's API key present...).
+    raises is a problem too), its model and fallbacks resolvable,
+    :meth:`Agent.check_configuration` (a provider's API key present...), and its handoffs to
+    agents naming agents of the file.
 
     Raises:
         AgentsFileError: listing every problem of every agent, one line each (not only the
@@ -99,6 +100,15 @@ def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list
             continue
         problems.extend(f"{path}: {line}" for line in agent.check_configuration())
         agents.append(agent)
+    declared = {entry.get("name") for entry in parsed.agents if isinstance(entry, dict)}
+    for agent in agents:
+        for item in agent.handoffs_for_scope("admin"):
+            target = getattr(item, "agent_target", None)
+            if isinstance(target, str) and target not in declared:
+                problems.append(
+                    f"{path}: agent '{agent.name}': handoff '{item.name}' names the agent "
+                    f"'{target}', which this file does not declare"
+                )
     if problems:
         raise AgentsFileError(problems)
     return agents
