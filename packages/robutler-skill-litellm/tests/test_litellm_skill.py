@@ -168,17 +168,6 @@ def test_anthropic_usage_names_at_the_top_level_are_read_too():
     assert model_cost("anthropic/claude-sonnet-4-6", anthropic_names) == pytest.approx(expected)
 
 
-def test_pricing_does_not_import_litellm():
-    import subprocess
-    import sys
-
-    code = ("import sys; from robutler_core.plugins import model_cost; "
-            "print(round(model_cost('openai/gpt-4o-mini', {'prompt_tokens': 1000000, 'completion_tokens': 0}), 4), "
-            "'litellm' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
-    assert out.split() == ["0.15", "False"]
-
-
 def test_options_are_validated_when_the_skill_is_made():
     with pytest.raises(errors.ConfigurationError) as info:
         LiteLLMSkill({"retries": "twice", "base_url": "http://x"})
@@ -201,19 +190,24 @@ def test_check_configuration_asks_litellm_what_the_provider_needs(monkeypatch):
     LiteLLMSkill({"model": "anthropic/claude-sonnet-4-5"}).check_configuration()
 
 
-def test_initialize_imports_litellm_off_the_event_loop_and_loads_the_prices():
-    """LiteLLM's import takes seconds: it happens in initialize(), in a thread, so the loop
-    keeps ticking meanwhile and the first request does not stall it."""
+def test_pricing_does_not_import_litellm_and_initialize_imports_it_off_the_event_loop():
+    """Pricing reads the price map without LiteLLM. LiteLLM's import takes seconds: it happens
+    in initialize(), in a thread, so the loop keeps ticking meanwhile and the first request
+    does not stall it. (One fresh interpreter for both: a LiteLLM import is the cost.)"""
     import subprocess
     import sys
 
     code = """
 import asyncio, sys, time
+from robutler_core.plugins import model_cost
 from robutler_skill_litellm import LiteLLMSkill, pricing
+
+print(round(model_cost("openai/gpt-4o-mini", {"prompt_tokens": 1000000, "completion_tokens": 0}), 4),
+      "litellm" in sys.modules)
+pricing.price_map.cache_clear()
 
 async def main():
     skill = LiteLLMSkill({"model": "openai/gpt-4o-mini", "api_key": "k"})
-    assert "litellm" not in sys.modules
     gaps, stop = [], asyncio.Event()
     async def tick():
         last = time.perf_counter()
@@ -232,7 +226,7 @@ asyncio.run(main())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "1", "True", "True"]
+    assert out.stdout.split() == ["0.15", "False", "True", "1", "True", "True"]
 
 
 async def test_openai_parameters_pass_through_litellm(upstream):
