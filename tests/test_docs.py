@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,8 @@ def demo_server():
             if found and found.group(1) != "0":
                 url = found.group(0)
         assert url, "robutler serve did not say where it listens"
+        # Keep reading its log so that a full pipe never blocks it.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
         for _ in range(100):
             try:
                 httpx.get(f"{url}/health", timeout=1)
