@@ -75,6 +75,7 @@ def test_404_for_an_unknown_path_lists_what_the_server_offers(base_url):
     for route in ("POST /v1/chat/completions", "GET /v1/models", "POST /{agent}/chat/completions",
                   "GET /{agent}", "GET /health", "the agents' own routes under /{agent}/", "GET /openapi.json"):
         assert route in message
+    assert "GET /v1/models/{model_id}," in message  # path templates as the OpenAPI document writes them
     assert "zebra" not in message
 
 

@@ -127,11 +127,11 @@ def offered_routes(app: FastAPI) -> list[str]:
     for route in app.routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
-        first, _, rest = route.path.lstrip("/").partition("/")
+        first, _, rest = route.path_format.lstrip("/").partition("/")
         if first in agents:
             agent_routes = True
             continue
-        path = "/{agent}" + (f"/{rest}" if rest else "") if first.startswith("{") else route.path
+        path = "/{agent}" + (f"/{rest}" if rest else "") if first.startswith("{") else route.path_format
         offered.extend(f"{method} {path}" for method in sorted(route.methods - {"HEAD"}))
     if agent_routes:
         offered.append("the agents' own routes under /{agent}/")
