@@ -149,3 +149,13 @@ async def test_describe_runs_the_connection_hooks_and_checks_the_agents_scope():
     with pytest.raises(PermissionDeniedError):
         await agent.describe(agent.new_context([], None, False))
     assert log == ["on_connection", "finalize_connection"] * 2
+
+
+async def test_a_parameter_at_openais_default_value_is_honoured_by_any_model():
+    model = ScriptedModel([text_chunks("ok")])
+    await Agent("a", model=model).run(USER, n=1, logprobs=False, store=False)
+    assert model.calls[0][2] == {}
+    for name, value in (("n", 2), ("logprobs", True), ("n", True)):
+        with pytest.raises(BadRequestError) as info:
+            await Agent("a", model=ScriptedModel([])).run(USER, **{name: value})
+        assert info.value.param == name

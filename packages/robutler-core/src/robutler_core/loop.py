@@ -47,6 +47,10 @@ Emit = Callable[[dict[str, Any]], None]
 # Request parameters the loop handles itself rather than passing to the model.
 _LOOP_PARAMS = frozenset({"stream", "stream_options", "model", "messages", "tools"})
 
+# OpenAI's default values of parameters some clients send always (LangChain's ``n: 1``): a
+# model skill without the parameter honours them anyway, so they are left out, never refused.
+_DEFAULT_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "store": False}
+
 
 class ToolLoop:
     """Runs requests for one agent; ``emit`` set means streaming."""
@@ -263,8 +267,10 @@ Chain = list[tuple["LLMSkill", dict[str, Any]]]
 def _model_params(agent: Agent, llm: LLMSkill, params: dict[str, Any]) -> dict[str, Any]:
     """The request parameters ``llm`` is sent: those of its ``supported_params``; another one
     raises BadRequestError (400, ``unsupported_parameter``) or, when the agent's
-    ``unsupported_params`` is ``"ignore"``, is left out."""
+    ``unsupported_params`` is ``"ignore"``, is left out. One set to OpenAI's default value
+    (``n=1``, ``logprobs=false``, ``store=false``) is honoured by any model: left out."""
     supported = type(llm).supported_params
+    params = {k: v for k, v in params.items() if k in supported or not _is_default(k, v)}
     unsupported = [name for name in params if name not in supported]
     if unsupported and agent.unsupported_params == "error":
         name = unsupported[0]
@@ -274,6 +280,15 @@ def _model_params(agent: Agent, llm: LLMSkill, params: dict[str, Any]) -> dict[s
             param=name, code="unsupported_parameter",
         )
     return {k: v for k, v in params.items() if k in supported}
+
+
+def _is_default(name: str, value: Any) -> bool:
+    """Whether ``value`` is OpenAI's default for the parameter ``name`` (``n=1``, ...)."""
+    default = _DEFAULT_VALUES.get(name, _NO_DEFAULT)
+    return type(value) is type(default) and value == default
+
+
+_NO_DEFAULT = object()
 
 
 async def _model_turn(
