@@ -49,6 +49,11 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
 
+    Its lifespan initialises every agent at start-up (:meth:`Agent.initialize`; a failure is
+    logged naming the agent and the skill, and start-up fails) and closes them at shutdown
+    (:meth:`Agent.close`). Without a lifespan (``httpx.ASGITransport``) an agent initialises
+    at its first request.
+
     Raises ConfigurationError when two agents share a name, a name shadows a server route
     (:data:`RESERVED_NAMES`), or a handoff names an agent that is not served here.
     """
