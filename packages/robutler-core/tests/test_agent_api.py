@@ -5,7 +5,7 @@ import pytest
 
 from robutler_core import Agent, Skill, handoff, hook, http, tool
 from robutler_core.errors import BadRequestError, ConfigurationError, PermissionDeniedError
-from robutler_core.testing import ScriptedModel, TestModel, run_request, text_chunks
+from robutler_core.testing import ScriptedModel, TestModel, run_request, text_chunks, tool_call_chunks
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -159,3 +159,19 @@ async def test_a_parameter_at_openais_default_value_is_honoured_by_any_model():
         with pytest.raises(BadRequestError) as info:
             await Agent("a", model=ScriptedModel([])).run(USER, **{name: value})
         assert info.value.param == name
+
+
+async def test_a_model_handoff_registered_during_a_request_is_initialised_before_it_runs():
+    log = []
+
+    class Registrar(Skill):
+        @hook("on_connection")
+        def offer(self, context):
+            if "switch_to_late" not in self.agent.callables_for_scope("admin"):
+                self.register_handoff(handoff(Recording("late", log)))
+
+    model = ScriptedModel([tool_call_chunks([("switch_to_late", {"task": "t"})]), text_chunks("done")])
+    agent = Agent("a", model=model, skills={"r": Registrar()})
+    await agent.run(USER)
+    assert "initialize late" in log
+    assert model.calls[1][0][-1]["content"] == 'TestModel received: "t"'

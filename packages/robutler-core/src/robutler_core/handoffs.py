@@ -218,6 +218,7 @@ class LLMHandoff(Handoff):
 
     async def execute(self, context: Context, request: dict[str, Any]) -> HandoffResult:
         assert self.llm is not None, "bind() resolves the model when the handoff is registered"
+        await context.agent.initialize()  # a handoff registered during this request: its model too
         system = await context.agent.system_prompt(context)
         messages = [*([{"role": "system", "content": system}] if system else []), *_handed_over(request)]
         completion = await self.llm.chat_completion(messages)
