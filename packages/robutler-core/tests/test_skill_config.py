@@ -1,5 +1,5 @@
-"""Skill.config_model, Skill.check_configuration, Skill.close and LLMSkill's API-key and
-parameter declarations."""
+"""Skill.config_model, Skill.check_configuration, Skill.close, LLMSkill's API-key and
+parameter declarations, and the shape checks of upstream answers."""
 
 from typing import Literal
 
@@ -7,9 +7,9 @@ import pydantic
 import pytest
 
 from robutler_core import LLMSkill, Skill
-from robutler_core.errors import ConfigurationError
+from robutler_core.errors import ConfigurationError, UpstreamError
 from robutler_core.plugins import SkillRegistry
-from robutler_core.skill import STANDARD_PARAMS, LLMConfig
+from robutler_core.skill import STANDARD_PARAMS, LLMConfig, checked_chunk, checked_completion
 
 
 class WeatherConfig(pydantic.BaseModel):
@@ -102,3 +102,32 @@ def test_llm_config_refuses_unknown_and_out_of_range_options():
     assert "option 'temprature': unknown option" in message
     assert "option 'max_tokens': Input should be greater than 0, got 0" in message
     assert "option 'fallbacks': Input should be a valid list" in message
+
+
+@pytest.mark.parametrize("completion", [
+    None, [], {"choices": []}, {"choices": ["x"]}, {"choices": [{"message": "hi"}]},
+    {"choices": [{"message": {"content": 5}}]},
+    {"choices": [{"message": {"content": None, "tool_calls": [{"id": "c", "function": "add"}]}}]},
+])
+def test_a_completion_of_the_wrong_shape_is_an_upstream_error(completion):
+    with pytest.raises(UpstreamError, match="provider error from p/m: invalid response") as info:
+        checked_completion(completion, "p/m")
+    assert info.value.status_code == 502 and info.value.code == "upstream_invalid_response"
+
+
+@pytest.mark.parametrize("chunk", [
+    None, {"object": "chat.completion.chunk"}, {"choices": [1]}, {"choices": [{"delta": "x"}]},
+    {"choices": [{"delta": {"content": 3}}]}, {"choices": [{"delta": {"tool_calls": {"index": 0}}}]},
+])
+def test_a_chunk_of_the_wrong_shape_is_an_upstream_error(chunk):
+    with pytest.raises(UpstreamError, match="invalid response"):
+        checked_chunk(chunk, "p/m")
+
+
+def test_well_formed_completions_and_chunks_pass_unchanged():
+    completion = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "add", "arguments": "{}"}}]}}]}
+    assert checked_completion(completion, "p/m") is completion
+    for chunk in ({"choices": []}, {"choices": [{"delta": {"content": "x", "tool_calls": None}}]},
+                  {"choices": [{"index": 0, "finish_reason": "stop"}]}):
+        assert checked_chunk(chunk, "p/m") is chunk

@@ -204,6 +204,8 @@ class BrokenUpstream(FakeServer):
     (b"<html>Bad gateway</html>", False, "not valid JSON"),
     (b'{"type": "message"}', False, "without a content list"),
     (b"event: message_start\ndata: {not json\n\n", True, "not valid JSON"),
+    (b'{"type": "message", "content": [1]}', False, "a Message of the wrong shape"),
+    (b"event: message_start\ndata: [1]\n\n", True, "a stream event of the wrong shape"),
 ])
 async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, body, events, problem):
     with BrokenUpstream(body, events) as broken:

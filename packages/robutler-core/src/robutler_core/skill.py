@@ -140,31 +140,45 @@ class Skill:
 
 
 def checked_completion(completion: Any, model: str) -> dict[str, Any]:
-    """``completion`` when it has the shape of a ``chat.completion`` (a dict whose ``choices``
-    is a non-empty list, the first with a ``message`` dict); provider skills pass what their
-    SDK returned through it.
+    """``completion`` when it has the shape of a ``chat.completion``: a dict whose ``choices``
+    is a non-empty list, the first with a ``message`` dict whose ``content`` is a string (or
+    ``None`` or a list of parts) and whose ``tool_calls``, when present, are dicts with a
+    ``function`` dict. Provider skills pass what their SDK returned through it.
 
     Raises UpstreamError (502, :func:`~robutler_core.errors.invalid_response`) otherwise.
     """
     choices = completion.get("choices") if isinstance(completion, dict) else None
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)
-            and isinstance(choices[0].get("message"), dict)):
+    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
         raise invalid_response(model, "a chat.completion without choices[0].message")
+    if not isinstance(message.get("content"), str | list | None) or not _tool_calls_ok(message.get("tool_calls")):
+        raise invalid_response(model, "a chat.completion whose message has the wrong shape")
     return completion
 
 
 def checked_chunk(chunk: Any, model: str) -> dict[str, Any]:
-    """``chunk`` when it has the shape of a ``chat.completion.chunk`` (a dict whose ``choices``
-    is a list, empty in a usage chunk, of dicts with a ``delta`` dict).
+    """``chunk`` when it has the shape of a ``chat.completion.chunk``: a dict whose ``choices``
+    is a list (empty in a usage chunk) of dicts whose ``delta`` is a dict, with ``content`` a
+    string (or ``None``) and ``tool_calls`` (when present) a list of dicts.
 
     Raises UpstreamError (502, :func:`~robutler_core.errors.invalid_response`) otherwise.
     """
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    if not isinstance(choices, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("delta", {}), dict) for c in choices
-    ):
+    if not isinstance(choices, list):
         raise invalid_response(model, "a chat.completion.chunk without a choices list")
+    for choice in choices:
+        delta = choice.get("delta", {}) if isinstance(choice, dict) else None
+        if not (isinstance(delta, dict) and isinstance(delta.get("content"), str | None)
+                and isinstance(delta.get("tool_calls") or [], list)
+                and all(isinstance(call, dict) for call in delta.get("tool_calls") or [])):
+            raise invalid_response(model, "a chat.completion.chunk whose delta has the wrong shape")
     return chunk
+
+
+def _tool_calls_ok(calls: Any) -> bool:
+    return calls is None or (isinstance(calls, list) and all(
+        isinstance(call, dict) and isinstance(call.get("function"), dict) for call in calls
+    ))
 
 
 def _option_problem(error: Any) -> str:

@@ -129,10 +129,13 @@ class AnthropicSkill(LLMSkill):
         request = self._request(messages, tools, params)
         with mapped_errors(lambda exc: map_anthropic_error(exc, self.full_model_name)):
             message = await self.client.messages.create(**request)
-        body = message.model_dump() if hasattr(message, "model_dump") else message
+        body = message.model_dump(warnings=False) if hasattr(message, "model_dump") else message
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
             raise invalid_response(self.full_model_name, "a Message without a content list")
-        return to_openai_completion(body)
+        try:
+            return to_openai_completion(body)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise invalid_response(self.full_model_name, f"a Message of the wrong shape ({exc})") from exc
 
     async def chat_completion_stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
@@ -149,7 +152,17 @@ class AnthropicSkill(LLMSkill):
             stream = await self.client.messages.create(stream=True, **request)
             async with stream:
                 async for event in stream:
-                    for chunk in translator.feed(event.model_dump()):
+                    for chunk in self._translated(translator, event):
                         yield chunk
         if not translator.finished:
             raise invalid_response(self.full_model_name, "the stream ended before message_stop")
+
+    def _translated(self, translator: StreamTranslator, event: Any) -> list[dict[str, Any]]:
+        """The chunks of one stream event; UpstreamError (502) for an event of the wrong shape."""
+        data = event.model_dump(warnings=False) if hasattr(event, "model_dump") else event
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a {type(data).__name__}, not an object")
+            return translator.feed(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise invalid_response(self.full_model_name, f"a stream event of the wrong shape ({exc})") from exc

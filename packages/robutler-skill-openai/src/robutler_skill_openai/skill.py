@@ -170,7 +170,7 @@ class OpenAISkill(LLMSkill):
 def _dump(response: Any) -> Any:
     """The SDK object as a dict (the SDK builds objects without validation: a body of the
     wrong shape, or a bare JSON value, comes through as it is)."""
-    return response.model_dump(exclude_none=True) if hasattr(response, "model_dump") else response
+    return response.model_dump(exclude_none=True, warnings=False) if hasattr(response, "model_dump") else response
 
 
 class XAISkill(OpenAISkill):
