@@ -145,8 +145,10 @@ async def test_initialize_builds_the_client_once_and_calls_reuse_it(upstream, mo
     [c async for c in claude.chat_completion_stream(USER)]
     assert claude._client is built and len(upstream.requests) == 2
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    keyless = AnthropicSkill({"model": "claude-x"})
+    await keyless.initialize(None)  # a missing key is check_configuration's report, not an error here
     with pytest.raises(errors.ConfigurationError, match=r"\$ANTHROPIC_API_KEY"):
-        await AnthropicSkill({"model": "claude-x"}).initialize(None)
+        await keyless.chat_completion(USER)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -8,6 +8,7 @@ stalls the event loop at the first request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pydantic
 
 from robutler_core import LLMSkill
-from robutler_core.errors import invalid_response, mapped_errors
+from robutler_core.errors import ConfigurationError, invalid_response, mapped_errors
 from robutler_core.skill import LLMConfig
 
 from .errors import map_anthropic_error
@@ -70,7 +71,7 @@ class AnthropicSkill(LLMSkill):
     Errors: provider failures raise :mod:`robutler_core.errors` (see
     :func:`~robutler_skill_anthropic.errors.map_anthropic_error`); requests Anthropic cannot
     express raise BadRequestError; no API key raises ConfigurationError from
-    :meth:`check_configuration` and :meth:`initialize`.
+    :meth:`check_configuration` (at start-up) and from each call.
     """
 
     config_model = AnthropicConfig
@@ -85,10 +86,13 @@ class AnthropicSkill(LLMSkill):
     async def initialize(self, agent: Any = None) -> None:
         """Import the anthropic SDK (in a worker thread) and build the client, once.
 
-        Raises ConfigurationError when there is no API key.
+        Without an API key the client is not built and nothing is raised: the skill may be a
+        fallback that is never reached; :meth:`check_configuration` reports the missing key
+        at start-up and a call raises ConfigurationError.
         """
         await asyncio.to_thread(importlib.import_module, "anthropic")
-        self.client  # noqa: B018 (builds it)
+        with contextlib.suppress(ConfigurationError):
+            self.client  # noqa: B018 (builds it)
         await super().initialize(agent)
 
     async def close(self) -> None:

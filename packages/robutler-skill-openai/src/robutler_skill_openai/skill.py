@@ -8,6 +8,7 @@ stalls the event loop at the first request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,7 +71,7 @@ class OpenAISkill(LLMSkill):
 
     Errors: provider failures raise :mod:`robutler_core.errors` (see
     :func:`~robutler_skill_openai.errors.map_openai_error`); no API key raises
-    ConfigurationError from :meth:`check_configuration` and :meth:`initialize`.
+    ConfigurationError from :meth:`check_configuration` (at start-up) and from each call.
     """
 
     config_model = OpenAIConfig
@@ -89,10 +90,13 @@ class OpenAISkill(LLMSkill):
     async def initialize(self, agent: Any = None) -> None:
         """Import the openai SDK (in a worker thread) and build the client, once.
 
-        Raises ConfigurationError when there is no API key.
+        Without an API key the client is not built and nothing is raised: the skill may be a
+        fallback that is never reached; :meth:`check_configuration` reports the missing key
+        at start-up and a call raises ConfigurationError.
         """
         await asyncio.to_thread(importlib.import_module, "openai")
-        self.client  # noqa: B018 (builds it)
+        with contextlib.suppress(ConfigurationError):
+            self.client  # noqa: B018 (builds it)
         await super().initialize(agent)
 
     async def close(self) -> None:
