@@ -7,11 +7,24 @@ import pytest
 from fastapi import HTTPException
 
 from robutler_core import Agent, Skill, hook, http
+from robutler_core.errors import AuthenticationError, UpstreamError
+from robutler_core.testing import ScriptedModel, text_chunks
 from robutler_server import create_app
 from robutler_server.testing import serve_in_thread
 
 USER = [{"role": "user", "content": "hello"}]
 SECRET = "sk-live-b1e55ed"
+CONFIG_KEY = "sk-config-0a1b2c3d4e"  # an LLM skill's configured API key
+ENV_KEY = "sk-env-9f8e7d6c5b"  # the value of $ROBUTLER_TEST_API_KEY
+
+
+class EchoingUpstream(ScriptedModel):
+    """A provider whose error messages echo the key and headers it was sent, mid-stream too."""
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        for chunk in text_chunks("partial", pieces=1):
+            yield chunk
+        raise UpstreamError(f"stream broke; key {CONFIG_KEY}")
 
 
 class Crash(Skill):
@@ -34,13 +47,21 @@ class Status(Skill):
 
 @pytest.fixture(scope="module")
 def base_url():
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBUTLER_TEST_API_KEY", ENV_KEY)
     agents = [
         Agent("zebra-plain", model="test"),
         Agent("zebra-crash", model="test", skills={"crash": Crash()}),
         Agent("zebra-http", model="test", skills={"status": Status()}),
+        Agent("zebra-echo", model=EchoingUpstream([
+            AuthenticationError(f"Incorrect API key provided: {CONFIG_KEY}"),
+            UpstreamError(f"upstream failed; request headers: authorization: Bearer tok-0123456789, x-api-key: {ENV_KEY}"),
+            None,
+        ], config={"api_key": CONFIG_KEY})),
     ]
     with serve_in_thread(create_app(agents)) as url:
         yield url
+    mp.undo()
 
 
 @pytest.mark.parametrize("method, path, allow", [
@@ -108,3 +129,17 @@ def test_unexpected_errors_never_echo_secrets(base_url):
     assert response.status_code == 500
     assert SECRET not in response.text and SECRET not in str(response.headers)
     assert response.json()["error"]["message"] == "internal server error (RuntimeError); see the server log"
+
+
+def test_provider_errors_that_echo_keys_or_headers_are_redacted(base_url):
+    url = f"{base_url}/zebra-echo/chat/completions"
+    auth = httpx.post(url, json={"messages": USER})
+    assert auth.status_code == 401
+    assert auth.json()["error"]["message"] == "Incorrect API key provided: [redacted]"
+    upstream = httpx.post(url, json={"messages": USER})
+    assert upstream.status_code == 502
+    assert upstream.json()["error"]["message"] == (
+        "upstream failed; request headers: authorization: Bearer [redacted], x-api-key: [redacted]")
+    with httpx.stream("POST", url, json={"messages": USER, "stream": True}) as streamed:
+        events = [line for line in streamed.iter_lines() if line]
+    assert events[-1] == 'data: {"error":{"message":"stream broke; key [redacted]","type":"upstream_error","param":null,"code":null}}'

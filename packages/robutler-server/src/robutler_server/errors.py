@@ -1,10 +1,18 @@
-"""Errors as OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors as OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
+
+No error shows a secret: an unexpected exception shows only its type; an error's message
+(a provider's message may echo the API key it was sent, or headers) has every known secret and
+``Bearer`` token replaced by ``[redacted]`` (:func:`redact`) before it leaves the server,
+whether as a response or as the last event of a stream.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +27,41 @@ from .disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 
 logger = logging.getLogger("robutler_server")
 
+REDACTED = "[redacted]"
+_SECRET_NAME = re.compile(r"api_?key|token|secret|password|credential", re.IGNORECASE)
+_BEARER = re.compile(r"(\bbearer\s+)(?=[^\s\"',;]*\d)[^\s\"',;]{8,}", re.IGNORECASE)  # a token, not a word
+_MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
+_config_secrets: set[str] = set()
+
+
+def remember_secrets(agents: Iterable[Any]) -> None:
+    """Add the secrets in the served agents' skill configurations (string options whose name
+    says key, token, secret, password or credential) to those :func:`redact` hides."""
+    for agent in agents:
+        for skill in [*agent.skills.values(), *getattr(agent, "fallbacks", [])]:
+            config = getattr(skill, "config", None) or {}
+            _config_secrets.update(
+                value for name, value in config.items()
+                if isinstance(value, str) and _SECRET_NAME.search(str(name))
+            )
+
+
+def redact(text: str) -> str:
+    """``text`` with ``Bearer`` tokens, the skills' configured secrets (:func:`remember_secrets`)
+    and the values of environment variables named like secrets (``OPENAI_API_KEY``...)
+    replaced by ``[redacted]``."""
+    env = (value for name, value in os.environ.items() if _SECRET_NAME.search(name))
+    for secret in sorted({*_config_secrets, *env}, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, REDACTED)
+    return _BEARER.sub(rf"\g<1>{REDACTED}", text)
+
+
+def _redacted(envelope: dict[str, Any]) -> dict[str, Any]:
+    error = dict(envelope["error"])
+    error["message"] = redact(str(error.get("message", "")))
+    return {**envelope, "error": error}
+
 
 def error_response(error: RobutlerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """``error`` as OpenAI's envelope with its status (and ``retry-after`` when it has one)."""
@@ -26,7 +69,7 @@ def error_response(error: RobutlerError, headers: Mapping[str, str] | None = Non
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(int(retry_after) if float(retry_after).is_integer() else retry_after)
-    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
+    return JSONResponse(_redacted(error.to_dict()), status_code=error.status_code, headers=headers)
 
 
 def internal_error(exc: BaseException) -> RobutlerError:
@@ -82,6 +125,9 @@ def _body_path(loc: list[Any], body: Any, missing: bool) -> list[str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error with the envelope; the app's agents' secrets are never shown."""
+    remember_secrets(getattr(app.state, "agents", {}).values())
+
     @app.exception_handler(RobutlerError)
     async def _robutler(request: Request, exc: RobutlerError) -> JSONResponse:
         return error_response(exc)
@@ -141,5 +187,7 @@ def offered_routes(app: FastAPI) -> list[str]:
 
 
 def sse_event(payload: Any) -> str:
-    """One server-sent event: ``data: {json}\\n\\n``."""
+    """One server-sent event: ``data: {json}\\n\\n`` (an error envelope redacted)."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        payload = _redacted(payload)
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
