@@ -286,3 +286,9 @@ async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, bo
         agent = Agent("a", model=llm, fallbacks=[skill(upstream, cls=XAISkill, model="grok-3")])
         completion, _ = await run(agent, events)
         assert completion["choices"][0]["message"]["content"] == "from the fallback"
+
+
+async def test_a_parameter_newer_than_the_installed_sdk_still_reaches_the_body(upstream):
+    await skill(upstream, model="gpt-4o-mini").chat_completion(USER, temperature=0.5, brand_new_option={"x": 1})
+    body = upstream.requests[0].body
+    assert body["brand_new_option"] == {"x": 1} and body["temperature"] == 0.5

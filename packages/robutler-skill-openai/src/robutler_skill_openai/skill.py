@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
+import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -130,6 +132,11 @@ class OpenAISkill(LLMSkill):
         request.update(model=self.model, messages=messages)
         if tools:
             request["tools"] = tools
+        # Parameters newer than the installed SDK (no argument of create) still go into the body.
+        accepted = _create_arguments(type(self.client.chat.completions))
+        extra = {k: request.pop(k) for k in list(request) if k not in accepted}
+        if extra:
+            request["extra_body"] = extra
         return request
 
     async def chat_completion(
@@ -169,6 +176,11 @@ class OpenAISkill(LLMSkill):
         with mapped_errors(lambda exc: map_openai_error(exc, f"{self.model_prefixes[0]}/{embedding_model}")):
             response = await self.client.embeddings.create(model=embedding_model, input=inputs)
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+
+
+@functools.cache
+def _create_arguments(completions_resource: type) -> frozenset[str]:
+    return frozenset(inspect.signature(completions_resource.create).parameters)
 
 
 def _dump(response: Any) -> Any:
