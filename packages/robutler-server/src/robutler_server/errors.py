@@ -79,7 +79,8 @@ def internal_error(exc: BaseException) -> RobutlerError:
 
 def validation_error(exc: RequestValidationError) -> BadRequestError:
     """The first problem of a request validation, naming the field as ``param`` (its path in
-    the JSON body, e.g. ``messages.0.content.1.text``). The message never echoes the value."""
+    the JSON body, e.g. ``messages.0.content.1.text``). Pydantic's messages do not echo the
+    value; a JSON Schema check quotes (at most 200 characters of) the offending schema part."""
     errors = exc.errors()
     first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":

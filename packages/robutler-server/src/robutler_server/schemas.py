@@ -47,7 +47,8 @@ def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
-        raise ValueError(f"not a valid JSON Schema: {exc.message}" + (f" (at /{where})" if where else "")) from None
+        problem = exc.message if len(exc.message) <= 200 else exc.message[:199] + "…"
+        raise ValueError(f"not a valid JSON Schema: {problem}" + (f" (at /{where})" if where else "")) from None
     except RecursionError:
         raise ValueError("a JSON Schema nested too deeply to check") from None
     return schema
