@@ -131,3 +131,13 @@ def test_well_formed_completions_and_chunks_pass_unchanged():
     for chunk in ({"choices": []}, {"choices": [{"delta": {"content": "x", "tool_calls": None}}]},
                   {"choices": [{"index": 0, "finish_reason": "stop"}]}):
         assert checked_chunk(chunk, "p/m") is chunk
+
+
+def test_client_options_read_config_over_the_environment(monkeypatch):
+    monkeypatch.setenv("ROBUTLER_TEST_BASE_URL", "http://from-env")
+    options = KeyedModel({"api_key": "k", "max_retries": None, "timeout": 5}).client_options(
+        "ROBUTLER_TEST_BASE_URL", max_retries=3)
+    assert options == {"api_key": "k", "max_retries": 3, "base_url": "http://from-env", "timeout": 5.0}
+    options = KeyedModel({"api_key": "k", "max_retries": 0, "base_url": "http://config"}).client_options(
+        "ROBUTLER_TEST_BASE_URL")
+    assert options == {"api_key": "k", "max_retries": 0, "base_url": "http://config"}

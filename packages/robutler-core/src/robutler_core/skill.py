@@ -298,7 +298,7 @@ class LLMSkill(Skill, abc.ABC):
         """
         options: dict[str, Any] = {
             "api_key": self.api_key(),
-            "max_retries": int(self.config.get("max_retries", max_retries)),
+            "max_retries": int(self.config.get("max_retries") if self.config.get("max_retries") is not None else max_retries),
         }
         base_url = self.config.get("base_url") or os.environ.get(base_url_env) or default_base_url
         if base_url:
