@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from click.testing import CliRunner
@@ -18,14 +19,16 @@ def test_generated_package_installs_and_its_tests_pass(tmp_path):
     pyproject = (package / "pyproject.toml").read_text()
     assert 'stock_quotes = "robutler_skill_stock_quotes"' in pyproject
 
-    # Install it as a user would (a wheel built by its own build backend), into a separate
-    # directory so that this test environment does not gain a plugin.
+    # Install it as an installer would: a wheel built by its own build backend (hatchling),
+    # unpacked into a separate directory (a pure-Python wheel's install is its unpacking) so
+    # that this test environment does not gain a plugin. No pip needed: hatch's and uv's
+    # environments have none.
+    from hatchling.builders.wheel import WheelBuilder
+
+    wheel = next(WheelBuilder(str(package)).build(directory=str(tmp_path / "dist"), versions=["standard"]))
     site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(site), str(package)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
     assert (site / "robutler_skill_stock_quotes" / "__init__.py").exists()
     env = {**os.environ, "PYTHONPATH": str(site), "ROBUTLER_LOAD_PLUGINS": "robutler-skill-stock-quotes"}
     run = subprocess.run(
