@@ -75,7 +75,7 @@ class Snippet:
         return f"{self.document}:{self.line}"
 
 
-def snippets(path: Path) -> list[Snippet]:
+def snippets(path: Path, root: Path = ROOT) -> list[Snippet]:
     text = path.read_text(encoding="utf-8")
     found: list[Snippet] = []
     for match in FENCE.finditer(text):
@@ -84,7 +84,7 @@ def snippets(path: Path) -> list[Snippet]:
         heading = next((b for b in reversed(before) if re.match(r"^#{1,6} ", b)), "")
         marker = MARKER.search(before[-1]) if before else None
         found.append(Snippet(
-            document=path.relative_to(ROOT).as_posix(), line=line, heading=heading,
+            document=path.relative_to(root).as_posix(), line=line, heading=heading,
             position=found[-1].position + 1 if found and found[-1].heading == heading else 0, code=match.group(1),
             marker=marker.group(1) if marker else None, reason=(marker.group(2) or "").strip() or None if marker else None,
         ))
@@ -196,12 +196,7 @@ def test_the_harness_reads_markers_and_headings(tmp_path):
         "# T\n\n```python\nprint(1)\n```\n\n## S\n<!-- snippet: no-run (needs a key) -->\n```python\nboom\n```\n"
         "<!-- snippet: with-server -->\n```python\nprint(2)\n```\n```bash\nnot python\n```\n"
     )
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        found = snippets(doc)
-    finally:
-        ROOT = saved
+    found = snippets(doc, root=tmp_path)
     assert [(s.line, s.heading, s.position, s.code, s.marker, s.reason) for s in found] == [
         (3, "# T", 0, "print(1)\n", None, None),
         (9, "## S", 0, "boom\n", "no-run", "needs a key"),
