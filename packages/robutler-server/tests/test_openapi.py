@@ -13,7 +13,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from robutler_core import Agent, Skill, tool
+from robutler_core import Agent, Skill, http, tool
 from robutler_server import create_app
 
 CHAT_ROUTES = ("/v1/chat/completions", "/{agent_name}/chat/completions")
@@ -26,6 +26,11 @@ class Calculator(Skill):
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
         return a + b
+
+    @http("/sum")
+    def sum_route(self, a: int, b: int) -> dict:
+        """Add two integers over HTTP."""
+        return {"sum": a + b}
 
 
 # unsupported_params="ignore": most generated requests set some parameter the test model does
