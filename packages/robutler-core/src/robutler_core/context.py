@@ -122,13 +122,19 @@ class Context:
         """Record one model call's ``usage`` (OpenAI ``usage`` dict) as a ``kind="llm"`` record.
 
         ``credits`` is the cost in US dollars (0 when unknown); ``metadata`` holds ``model``,
-        ``prompt_tokens``, ``completion_tokens``, ``total_tokens`` and ``cost_usd`` (``None``
-        when unknown). Nothing is recorded when ``usage`` is empty.
+        ``prompt_tokens`` (cached ones included, as OpenAI counts them), ``completion_tokens``,
+        ``total_tokens``, ``cached_tokens`` and ``cache_creation_tokens`` (from
+        ``prompt_tokens_details``; 0 when not reported) and ``cost_usd`` (``None`` when
+        unknown). Nothing is recorded when ``usage`` is empty.
         """
         if not usage:
             return None
         metadata: dict[str, Any] = {"model": model}
         metadata.update({k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, dict) else {}
+        for key in ("cached_tokens", "cache_creation_tokens"):
+            metadata[key] = int(details.get(key) or 0)
         record = self.track_usage(0, f"model call to {model}", kind="llm", metadata=metadata)
         record.set_cost_usd(cost_usd)
         return record

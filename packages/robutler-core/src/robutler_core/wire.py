@@ -29,12 +29,27 @@ def empty_usage() -> dict[str, int]:
     return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
-def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
-    """Add a ``usage`` object's three token counts into ``total`` (in place)."""
+USAGE_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+"""OpenAI ``usage`` fields that break a count down (``cached_tokens``, ``reasoning_tokens``...)."""
+
+
+def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    """Add a ``usage`` object into ``total`` (in place): the three token counts, and the
+    integer counts of ``prompt_tokens_details`` (``cached_tokens``, ``cache_creation_tokens``,
+    ``audio_tokens``) and ``completion_tokens_details`` (``reasoning_tokens``...), which
+    appear in ``total`` once a call reports them."""
     if not usage:
         return
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         total[key] += int(usage.get(key) or 0)
+    for key in USAGE_DETAILS:
+        details = usage.get(key)
+        if not isinstance(details, dict):
+            continue
+        summed = total.setdefault(key, {})
+        for name, value in details.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                summed[name] = summed.get(name, 0) + value
 
 
 def chat_completion(
