@@ -55,6 +55,8 @@ EXPECTED_OUTPUT = {
         ["Hello from the fallback.", "['openai/gpt-4o']"],
     ("packages/robutler-skill-openai/README.md", "## Use", 0): ["fake answer to: Hello"],
     ("packages/robutler-core/README.md", "## Use", 0): ["'object': 'chat.completion'", "get_weather returned sunny in"],
+    ("docs/writing-a-skill.md", "### Configuration, start-up and shutdown", 0):
+        ["{'max_symbols': 3}", "option 'max_symbol'", "option 'api_key'"],
     ("docs/writing-a-skill.md", "## 3. Test it offline", 1):
         ['Tool results: get_quote returned {"symbol":"AAPL","price":123.4}'],
 }

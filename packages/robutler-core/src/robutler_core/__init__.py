@@ -9,17 +9,19 @@ from .decorators import handoff, hook, http, prompt, tool
 from .handoffs import Handoff, HandoffResult, LLMHandoff, LocalAgentHandoff
 from .hookspecs import DROP, LIFECYCLE_EVENTS, ToolCallBlocked, hookimpl, hookspec
 from .plugins import SkillRegistry, get_plugin_manager, installed_skills
-from .skill import LLMSkill, Skill
+from .skill import STANDARD_PARAMS, LLMConfig, LLMSkill, Skill
 from .tools import Tool
 
 __all__ = [
     "DROP",
     "LIFECYCLE_EVENTS",
+    "STANDARD_PARAMS",
     "Agent",
     "BaseAgent",
     "Context",
     "Handoff",
     "HandoffResult",
+    "LLMConfig",
     "LLMHandoff",
     "LLMSkill",
     "LocalAgentHandoff",

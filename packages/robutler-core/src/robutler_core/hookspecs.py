@@ -28,8 +28,12 @@ class DiscoverySpecs:
         """The cost in US dollars of one model call, or ``None`` when this plugin does not know.
 
         ``model`` is ``"provider/model"`` as written in ``Agent(model=...)``; ``usage`` is
-        OpenAI's ``usage`` dict (``prompt_tokens``, ``completion_tokens``). The first plugin
-        that answers wins (robutler-skill-litellm answers from LiteLLM's price map).
+        OpenAI's ``usage`` dict: ``prompt_tokens`` counts every input token, cached ones
+        included; ``prompt_tokens_details.cached_tokens`` of them were cache reads and
+        ``prompt_tokens_details.cache_creation_tokens`` cache writes (Anthropic's
+        ``cache_read_input_tokens`` / ``cache_creation_input_tokens``, translated by its
+        skill); ``completion_tokens`` the output. Price each kind at its own rate. The first
+        plugin that answers wins (robutler-skill-litellm answers from LiteLLM's price map).
         """
 
 
