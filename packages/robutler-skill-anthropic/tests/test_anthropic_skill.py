@@ -47,7 +47,8 @@ async def test_multi_turn_tool_conversation_through_an_agent(upstream, stream):
     completion, _ = await run(agent, stream, context=context)
     content, usage = completion["choices"][0]["message"]["content"], completion["usage"]
     assert content == "Adding.20 + 22 = 42"
-    assert usage == {"prompt_tokens": 250, "completion_tokens": 18, "total_tokens": 268}
+    assert usage == {"prompt_tokens": 250, "completion_tokens": 18, "total_tokens": 268,
+                     "prompt_tokens_details": {"cached_tokens": 0, "cache_creation_tokens": 0}}
     first, second = (r.body for r in upstream.requests)
     assert first["system"] == "You add numbers." and first["max_tokens"] == DEFAULT_MAX_TOKENS
     assert first["model"] == "claude-sonnet-4-6" and bool(first.get("stream")) is stream
@@ -109,9 +110,9 @@ async def test_overloaded_529_is_service_unavailable_and_auth_code_is_kept(upstr
     with pytest.raises(errors.ServiceUnavailableError, match="provider error from anthropic/claude-sonnet-4-6: Overloaded"):
         await calc_agent(upstream).run(USER)
     upstream.enqueue_error(401, "invalid x-api-key")
-    with pytest.raises(errors.AuthenticationError) as info:
+    with pytest.raises(errors.UpstreamError) as info:  # the server's key, not the client's: 502
         await calc_agent(upstream).run(USER)
-    assert info.value.code == "upstream_authentication_error"
+    assert info.value.status_code == 502 and info.value.code == "upstream_authentication_error"
 
 
 def test_options_are_validated_and_a_missing_key_is_reported(monkeypatch):

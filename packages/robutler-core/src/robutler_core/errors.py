@@ -146,16 +146,19 @@ def upstream_error(
 ) -> RobutlerError:
     """The Robutler error for a provider's HTTP ``status`` (``None``: no answer at all).
 
-    401 -> AuthenticationError, 403 -> PermissionDeniedError, 404 -> NotFoundError
-    (``model_not_found``), 400/413/422 -> BadRequestError, 429 -> RateLimitError with
-    ``retry_after``, 408 and 504 -> UpstreamTimeoutError, 503 and 529 (overloaded) ->
-    ServiceUnavailableError, anything else -> UpstreamError (502). Provider skills keep the
-    provider's message in ``message``.
+    401 and 403 -> UpstreamError (502, codes ``upstream_authentication_error`` and
+    ``upstream_permission_denied``): the provider refused the *server's* credentials, which
+    the client can do nothing about, so the client does not get a 401/403 that would tell it
+    to fix its own (and another model of the agent's fallbacks, with other credentials, is
+    tried). 404 -> NotFoundError (``model_not_found``), 400/413/422 -> BadRequestError, 429 ->
+    RateLimitError with ``retry_after``, 408 and 504 -> UpstreamTimeoutError, 503 and 529
+    (overloaded) -> ServiceUnavailableError, anything else -> UpstreamError (502). Provider
+    skills keep the provider's message in ``message``.
     """
     if status == 401:
-        return AuthenticationError(message, code=code or "upstream_authentication_error")
+        return UpstreamError(message, code=code or "upstream_authentication_error")
     if status == 403:
-        return PermissionDeniedError(message, code=code)
+        return UpstreamError(message, code=code or "upstream_permission_denied")
     if status == 404:
         return NotFoundError(message, code=code or "model_not_found")
     if status in (400, 413, 422):

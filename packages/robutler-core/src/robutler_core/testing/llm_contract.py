@@ -49,14 +49,17 @@ ASK_USER = [{"type": "function", "function": {
 
 ERROR_STATUSES: dict[int, type[errors.RobutlerError]] = {
     400: errors.BadRequestError,
-    401: errors.AuthenticationError,
-    403: errors.PermissionDeniedError,
+    401: errors.UpstreamError,  # the server's own key was refused: not the client's 401
+    403: errors.UpstreamError,
     404: errors.NotFoundError,
     429: errors.RateLimitError,
     500: errors.UpstreamError,
     503: errors.ServiceUnavailableError,
 }
 """The provider's HTTP status -> the Robutler error the skill must raise."""
+
+UPSTREAM_CODES = {401: "upstream_authentication_error", 403: "upstream_permission_denied"}
+"""The ``code`` of the errors for a provider refusing the server's own credentials."""
 
 
 class Calculator(Skill):
@@ -118,7 +121,8 @@ class LLMSkillContract(abc.ABC):
         completion, chunks = await run(agent, stream, context=context)
         assert completion["choices"][0]["message"]["content"] == "Hello there."
         assert completion["choices"][0]["finish_reason"] == "stop"
-        assert completion["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+        counts = {k: completion["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+        assert counts == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
         [record] = context.usage_records
         assert record.kind == "llm" and record.metadata["model"] == self.model
         assert context.answered_by == [self.model]
@@ -156,6 +160,8 @@ class LLMSkillContract(abc.ABC):
             await run(self.agent(upstream), stream)
         assert type(info.value) is expected
         assert f"upstream says {status}" in info.value.message
+        if status in UPSTREAM_CODES:
+            assert info.value.code == UPSTREAM_CODES[status]
         if expected is errors.RateLimitError:
             assert info.value.retry_after == 3
 
