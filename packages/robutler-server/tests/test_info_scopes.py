@@ -7,7 +7,7 @@ they do for chat: here a bearer token makes the caller the owner.
 import httpx
 import pytest
 
-from robutler_core import Agent, Skill, hook, tool
+from robutler_core import Agent, Skill, hook, http, tool
 from robutler_core.errors import AuthenticationError
 from robutler_server import create_app
 
@@ -107,3 +107,26 @@ async def test_a_404_names_no_agent(client, method, path, body, code):
     assert "'nobody' does not exist on this server" in response.text
     for name in ("public", "private", "locked"):
         assert name not in response.text
+
+
+class Pages(Skill):
+    @http("/public-page")
+    def public_page(self) -> dict:
+        return {"page": "public"}
+
+    @http("/owner-page", scope="owner")
+    def owner_page(self) -> dict:
+        return {"page": "owner"}
+
+
+async def test_the_openapi_document_names_no_owner_only_agent_or_route():
+    app = create_app([
+        Agent("front", model="test", skills={"pages": Pages()}),
+        Agent("hidden-desk", model="test", scope="owner", skills={"pages": Pages()}),
+    ])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        document = (await client.get("/openapi.json")).text
+        assert "/front/public-page" in document
+        assert "owner-page" not in document and "hidden-desk" not in document
+        # Left out of the document, the routes still serve whom their scope admits.
+        assert (await client.get("/front/owner-page")).status_code == 403

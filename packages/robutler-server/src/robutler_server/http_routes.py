@@ -17,12 +17,19 @@ from fastapi import FastAPI, Request
 from robutler_core import Agent
 from robutler_core.agent import HttpRoute
 from robutler_core.errors import ConfigurationError
+from robutler_core.scopes import scope_admits
 
 _REQUEST = "_robutler_request"
 
 
 def mount_http_routes(app: FastAPI, agent: Agent) -> None:
-    """Add a FastAPI route for each of ``agent.http_routes``."""
+    """Add a FastAPI route for each of ``agent.http_routes``.
+
+    Only routes that everyone may call (the agent's and the route's scope admit ``all``) are
+    in the OpenAPI document: ``/openapi.json`` is public, and must not name an owner-only
+    agent or route to anyone who asks.
+    """
+    public_agent = scope_admits(agent.scope, "all")
     for route in agent.http_routes:
         app.add_api_route(
             f"/{agent.name}{route.path}",
@@ -30,6 +37,7 @@ def mount_http_routes(app: FastAPI, agent: Agent) -> None:
             methods=[route.method.upper()],
             name=f"{agent.name}:{route.method}:{route.path}",
             summary=(inspect.getdoc(route.func) or "").split("\n", 1)[0] or None,
+            include_in_schema=public_agent and scope_admits(route.scope, "all"),
         )
 
 
