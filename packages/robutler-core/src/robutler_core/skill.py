@@ -348,6 +348,24 @@ class LLMSkill(Skill, abc.ABC):
 
         return await asyncio.to_thread(model_cost, self.full_model_name, usage)
 
+    async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
+        """Embedding vectors of ``texts``: one ``list[float]`` per text, in the order given
+        (a single string is a list of one). ``model`` is the provider's own embedding model
+        name (the part after ``provider/``, as ``Agent(model=...)`` splits it); ``None``: the
+        skill's ``config["embedding_model"]`` or its default.
+
+        Providers with embeddings override this (OpenAI's ``POST /embeddings``, LiteLLM's
+        ``aembedding``, robutler-skill-memory's local sentence-transformers models); errors
+        are :mod:`robutler_core.errors` as for chat calls.
+
+        Raises ConfigurationError (this base implementation) naming the skill: it has no
+        embeddings.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} has no embeddings: use an embedding model of a provider "
+            "that has them (e.g. 'openai/text-embedding-3-small', 'local/all-MiniLM-L6-v2')"
+        )
+
     @abc.abstractmethod
     async def chat_completion(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **params: Any
