@@ -68,6 +68,17 @@ class Context:
             fallback model shows here when it answered).
         completion_id: the ``id`` of the ``chat.completion`` being produced.
         usage_records: :class:`UsageRecord` entries added with :meth:`track_usage`.
+        transcript: the request's conversation as the tool loop ran it (OpenAI chat
+            messages): the incoming messages as the model saw them (after ``on_connection``
+            and ``on_message``; the agent's system prompt is not included), each assistant
+            message with server-side ``tool_calls`` followed by its ``role: "tool"``
+            results, and last the answer as the client received it (after ``on_message``;
+            its ``content`` joins the text of every turn, so text of a tool-calling turn
+            shows in its own message too). Empty until the loop starts; ``finalize_connection``
+            hooks read it (memory stores it).
+        finish_reason: the answer's ``finish_reason`` (``"stop"``, ``"tool_calls"``,
+            ``"length"``...) once the request completed; ``None`` while it runs and after an
+            error or a client disconnect.
     """
 
     agent: Agent
@@ -85,6 +96,8 @@ class Context:
     completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     usage_records: list[UsageRecord] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
     _store: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- custom data -------------------------------------------------------------------------

@@ -7,6 +7,14 @@ for an external tool (its calls go back to the client with ``finish_reason: "too
 at ``max_turns``. Then ``on_message`` for the assistant message, and ``finalize_connection``
 always.
 
+``context.transcript`` records the request for ``finalize_connection`` hooks (memory): the
+incoming messages as the model saw them (after ``on_connection`` and ``on_message``, without
+the agent's system prompt), then each server-side tool turn's assistant message (its text and
+``tool_calls``) and tool results, as the next model turn saw them, then the answer as the
+client received it (after ``on_message``). ``context.finish_reason`` is set once the answer is
+complete (``None`` after an error or a disconnect: the transcript then stops where the
+request stopped).
+
 Mixed turns: when one turn asks for server-side and external tools, its server-side calls do
 not run. The response carries the external calls (``finish_reason: "tool_calls"``) and nothing
 else, so the client's history stays a valid OpenAI conversation (every ``tool_call_id`` it holds
@@ -65,6 +73,7 @@ class ToolLoop:
         async with agent.connection(context):
             for i, message in enumerate(context.messages):
                 context.messages[i] = await agent.dispatch("on_message", context, message=message)
+            context.transcript = list(context.messages)
             return await self._run_turns(context, emit)
 
     async def stream(self, context: Context) -> AsyncIterator[dict[str, Any]]:
@@ -136,8 +145,10 @@ class ToolLoop:
             if client_calls:  # a mixed turn's server-side calls do not run: see the module docstring
                 finish_reason = "tool_calls"
                 break
-            messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
-            messages.extend(await self._run_tool_calls(context, calls, server_tools))
+            turn_messages = [{"role": "assistant", "content": message.get("content"), "tool_calls": calls}]
+            turn_messages += await self._run_tool_calls(context, calls, server_tools)
+            messages.extend(turn_messages)
+            context.transcript.extend(turn_messages)
             chain = _reset_tool_choice(chain)
         else:
             raise MaxTurnsExceeded(
@@ -153,8 +164,10 @@ class ToolLoop:
             if answer["content"] is None:
                 answer["content"] = ""
         answer = await agent.dispatch("on_message", context, message=answer)
+        context.transcript.append(answer)
         if stream is not None:
             await stream.finish(finish_reason, usage)
+        context.finish_reason = finish_reason
         return chat_completion(
             model=agent.name, message=answer, finish_reason=finish_reason, usage=usage,
             completion_id=context.completion_id, created=context.created,
