@@ -1,0 +1,17 @@
+"""Robutler memory skills, registered through the ``robutler`` entry point as any third-party
+package would: ``short_term_memory`` (conversations and the context window),
+``long_term_memory`` (facts on PostgreSQL) and ``vector_memory`` (semantic memory on Milvus or
+pgvector). Memory is partitioned by agent and caller (:func:`partition`)."""
+
+from robutler_core import hookimpl
+
+from .identity import partition
+from .paths import data_dir
+
+__all__ = ["data_dir", "partition"]
+
+
+@hookimpl
+def register_skills(register):  # type: ignore[no-untyped-def]
+    # One line per skill module (long_term, vector, short_term) as each lands.
+    pass
