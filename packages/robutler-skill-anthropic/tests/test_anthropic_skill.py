@@ -7,7 +7,7 @@ from robutler_core import Agent
 from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
-from robutler_core.testing.fake_http import FakeHandler, FakeServer
+from robutler_core.testing.fake_http import RawAnswerServer
 from robutler_skill_anthropic import DEFAULT_MAX_TOKENS, AnthropicSkill
 from robutler_skill_anthropic.testing import AnthropicResponse, FakeAnthropicServer
 from robutler_skill_litellm import LiteLLMSkill
@@ -178,31 +178,6 @@ async def test_supported_parameters_are_translated_and_the_rest_are_not_claimed(
     assert body["top_p"] == 0.5 and body["max_tokens"] == 99 and body["temperature"] == 0.3
 
 
-class _RawHandler(FakeHandler):
-    """Answers every POST with 200 and the server's raw ``body`` (an event stream when
-    ``events`` is set): a stand-in for an upstream that breaks its wire format."""
-
-    def do_POST(self):  # noqa: N802
-        self.read_json()
-        if self.fake.events:
-            self.start_events()
-            self.wfile.write(self.fake.body)
-            return
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.fake.body)))
-        self.end_headers()
-        self.wfile.write(self.fake.body)
-
-
-class BrokenUpstream(FakeServer):
-    handler = _RawHandler
-
-    def __init__(self, body, events=False):
-        super().__init__()
-        self.body, self.events = body, events
-
-
 @pytest.mark.parametrize(("body", "events", "problem"), [
     (b"<html>Bad gateway</html>", False, "not valid JSON"),
     (b'{"type": "message"}', False, "without a content list"),
@@ -211,7 +186,7 @@ class BrokenUpstream(FakeServer):
     (b"event: message_start\ndata: [1]\n\n", True, "a stream event of the wrong shape"),
 ])
 async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, body, events, problem):
-    with BrokenUpstream(body, events) as broken:
+    with RawAnswerServer(body, events) as broken:
         claude = AnthropicSkill({"base_url": broken.origin, "api_key": "k", "max_retries": 0, "model": "claude-x"})
         with pytest.raises(errors.UpstreamError, match=problem) as info:
             if events:
@@ -230,7 +205,7 @@ async def test_a_stream_cut_short_is_a_502():
     """After the first event the answer has begun (the agent no longer falls back), so only
     the skill's error is checked."""
     body = b'event: message_start\ndata: {"type": "message_start", "message": {"id": "msg_1"}}\n\n'
-    with BrokenUpstream(body, events=True) as broken:
+    with RawAnswerServer(body, events=True) as broken:
         claude = AnthropicSkill({"base_url": broken.origin, "api_key": "k", "max_retries": 0, "model": "claude-x"})
         with pytest.raises(errors.UpstreamError, match="ended before message_stop") as info:
             [c async for c in claude.chat_completion_stream(USER)]

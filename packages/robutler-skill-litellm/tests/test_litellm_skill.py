@@ -8,7 +8,7 @@ from robutler_core import Agent
 from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import SkillRegistry, get_plugin_manager, installed_skills
-from robutler_core.testing.fake_http import FakeHandler, FakeServer
+from robutler_core.testing.fake_http import RawAnswerServer
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
 from robutler_skill_litellm import LiteLLMSkill
 
@@ -240,38 +240,13 @@ async def test_openai_parameters_pass_through_litellm(upstream):
     assert {k: body[k] for k in passed} == passed
 
 
-class _RawHandler(FakeHandler):
-    """Answers every POST with 200 and the server's raw ``body`` (an event stream when
-    ``events`` is set): a stand-in for an upstream that breaks its wire format."""
-
-    def do_POST(self):  # noqa: N802
-        self.read_json()
-        if self.fake.events:
-            self.start_events()
-            self.wfile.write(self.fake.body)
-            return
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.fake.body)))
-        self.end_headers()
-        self.wfile.write(self.fake.body)
-
-
-class BrokenUpstream(FakeServer):
-    handler = _RawHandler
-
-    def __init__(self, body, events=False):
-        super().__init__()
-        self.body, self.events = body, events
-
-
 @pytest.mark.parametrize(("body", "events"), [
     (b"<html>Bad gateway</html>", False),
     (b'{"object": "error"}', False),
     (b"data: {not json\n\n", True),
 ])
 async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, body, events):
-    with BrokenUpstream(body, events) as broken:
+    with RawAnswerServer(body, events) as broken:
         llm = LiteLLMSkill({"api_base": f"{broken.origin}/v1", "api_key": "k", "model": "openai/gpt-4o-mini"})
         with pytest.raises(errors.UpstreamError) as info:
             if events:

@@ -9,7 +9,7 @@ from robutler_core import Agent
 from robutler_core.testing.llm_contract import Calculator, run
 from robutler_core import errors
 from robutler_core.plugins import installed_skills
-from robutler_core.testing.fake_http import FakeHandler, FakeServer
+from robutler_core.testing.fake_http import RawAnswerServer
 from robutler_core.testing.fake_openai import FakeOpenAIServer, FakeResponse
 from robutler_skill_litellm import LiteLLMSkill
 from robutler_skill_openai import OpenAISkill, XAISkill
@@ -241,31 +241,6 @@ async def test_openai_parameters_reach_the_api(upstream, stream):
     assert {k: body[k] for k in OPENAI_ONLY} == OPENAI_ONLY
 
 
-class _RawHandler(FakeHandler):
-    """Answers every POST with 200 and the server's raw ``body`` (an event stream when
-    ``events`` is set): a stand-in for an upstream that breaks its wire format."""
-
-    def do_POST(self):  # noqa: N802
-        self.read_json()
-        if self.fake.events:
-            self.start_events()
-            self.wfile.write(self.fake.body)
-            return
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.fake.body)))
-        self.end_headers()
-        self.wfile.write(self.fake.body)
-
-
-class BrokenUpstream(FakeServer):
-    handler = _RawHandler
-
-    def __init__(self, body, events=False):
-        super().__init__()
-        self.body, self.events = body, events
-
-
 @pytest.mark.parametrize(("body", "events", "problem"), [
     (b"<html>Bad gateway</html>", False, "not valid JSON"),
     (b'{"object": "error"}', False, "without choices"),
@@ -273,7 +248,7 @@ class BrokenUpstream(FakeServer):
     (b'data: {"unexpected": true}\n\ndata: [DONE]\n\n', True, "without a choices list"),
 ])
 async def test_a_malformed_answer_is_a_502_and_the_fallback_answers(upstream, body, events, problem):
-    with BrokenUpstream(body, events) as broken:
+    with RawAnswerServer(body, events) as broken:
         llm = OpenAISkill({"base_url": f"{broken.origin}/v1", "api_key": "k", "max_retries": 0, "model": "gpt-4o-mini"})
         with pytest.raises(errors.UpstreamError, match=problem) as info:
             if events:

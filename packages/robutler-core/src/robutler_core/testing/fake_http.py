@@ -137,3 +137,32 @@ class FakeServer(Generic[R]):
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+
+
+class _RawAnswerHandler(FakeHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.read_json()
+        fake: RawAnswerServer = self.fake  # type: ignore[attr-defined]
+        if fake.events:
+            self.start_events()
+            self.wfile.write(fake.body)
+            return
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(fake.body)))
+        self.end_headers()
+        self.wfile.write(fake.body)
+
+
+class RawAnswerServer(FakeServer[bytes]):
+    """An upstream that breaks its wire format: answers every POST with status 200 and the
+    raw bytes ``body``, as ``application/json``, or as a ``text/event-stream`` when ``events``
+    is set. For testing that a provider skill turns an answer that is not what its API
+    promises into :class:`~robutler_core.errors.UpstreamError` (502)."""
+
+    handler = _RawAnswerHandler
+
+    def __init__(self, body: bytes, events: bool = False) -> None:
+        super().__init__()
+        self.body = body
+        self.events = events
