@@ -7,11 +7,12 @@ from robutler_core import hookimpl
 
 from .identity import partition
 from .paths import data_dir
+from .short_term import ShortTermMemorySkill
 
-__all__ = ["data_dir", "partition"]
+__all__ = ["ShortTermMemorySkill", "data_dir", "partition"]
 
 
 @hookimpl
 def register_skills(register):  # type: ignore[no-untyped-def]
     # One line per skill module (long_term, vector, short_term) as each lands.
-    pass
+    register(ShortTermMemorySkill, name="short_term_memory")
