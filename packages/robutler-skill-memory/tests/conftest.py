@@ -1,1 +1,94 @@
-"""Shared fixtures of the memory package's tests."""
+"""Shared fixtures of the memory package's tests.
+
+``ROBUTLER_DATA_DIR`` points to a temporary directory for the whole test session (no test
+writes to the user's data directory), and one embedded PostgreSQL serves the session (started
+by the first test that needs it, about a second, and held until the session ends, so skills
+closing between tests do not stop it).
+
+``postgres`` (parametrized): a :class:`PostgresTarget` per test: the embedded PostgreSQL, and,
+when ``ROBUTLER_TEST_POSTGRES_DSN`` is set, that server too (``.ci/run`` sets it when a
+PostgreSQL answers on 127.0.0.1:5432). Each test gets its own schema (``target.dsn`` sets the
+``search_path`` to it, then ``public`` for the extensions), dropped afterwards, so runs and
+tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from robutler_skill_memory import postgres
+
+SERVER_DSN = os.environ.get("ROBUTLER_TEST_POSTGRES_DSN") or None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def memory_data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """``$ROBUTLER_DATA_DIR`` = a session temporary directory (restored at the end)."""
+    path = tmp_path_factory.mktemp("robutler-data")
+    previous = os.environ.get("ROBUTLER_DATA_DIR")
+    previous_dsn = os.environ.pop("ROBUTLER_POSTGRES_DSN", None)
+    os.environ["ROBUTLER_DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("ROBUTLER_DATA_DIR", None)
+    else:
+        os.environ["ROBUTLER_DATA_DIR"] = previous
+    if previous_dsn is not None:
+        os.environ["ROBUTLER_POSTGRES_DSN"] = previous_dsn
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres(memory_data_dir: Path):
+    """The DSN of the session's embedded PostgreSQL (``postgres.embedded_data_dir()``), held
+    open until the session ends."""
+    pgdata = postgres.embedded_data_dir()
+    dsn = postgres._acquire_embedded(pgdata)
+    yield dsn
+    postgres._release_embedded(pgdata)
+
+
+@dataclass
+class PostgresTarget:
+    """One PostgreSQL to test against: ``kind`` ("embedded" or "server"), ``dsn`` (with this
+    test's ``search_path``), ``schema``, ``base_dsn`` (without it)."""
+
+    kind: str
+    dsn: str
+    schema: str
+    base_dsn: str
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """``dsn`` with ``search_path=schema,public`` (asyncpg passes unknown query parameters on
+    as server settings)."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema},public"
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def postgres_target(request: pytest.FixtureRequest):
+    """A :class:`PostgresTarget` with a fresh schema, dropped after the test."""
+    if request.param == "server":
+        if SERVER_DSN is None:
+            pytest.skip("ROBUTLER_TEST_POSTGRES_DSN is not set (no PostgreSQL server to test against)")
+        base = SERVER_DSN
+    else:
+        base = request.getfixturevalue("embedded_postgres")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    await _admin(base, f"CREATE SCHEMA {schema}")
+    yield PostgresTarget(request.param, with_search_path(base, schema), schema, base)
+    await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)

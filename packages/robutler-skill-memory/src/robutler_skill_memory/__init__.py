@@ -6,13 +6,15 @@ pgvector). Memory is partitioned by agent and caller (:func:`partition`)."""
 from robutler_core import hookimpl
 
 from .identity import partition
+from .long_term import LongTermMemorySkill
 from .paths import data_dir
 from .short_term import ShortTermMemorySkill
 
-__all__ = ["ShortTermMemorySkill", "data_dir", "partition"]
+__all__ = ["LongTermMemorySkill", "ShortTermMemorySkill", "data_dir", "partition"]
 
 
 @hookimpl
 def register_skills(register):  # type: ignore[no-untyped-def]
     # One line per skill module (long_term, vector, short_term) as each lands.
+    register(LongTermMemorySkill, name="long_term_memory")
     register(ShortTermMemorySkill, name="short_term_memory")
