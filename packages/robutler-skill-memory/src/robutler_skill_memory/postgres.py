@@ -124,7 +124,7 @@ def _forget_dead_processes(server: Any) -> None:
 
 def embedded_data_dir() -> Path:
     """The embedded PostgreSQL's data directory: ``data_dir() / "postgres"``."""
-    return data_dir() / "postgres"
+    return (data_dir() / "postgres").resolve()
 
 
 def _redacted(dsn: str) -> str:

@@ -1,0 +1,220 @@
+"""postgres.connect(): migrations, timeouts, the shared embedded PostgreSQL and its lifetime,
+a database that goes away and comes back, and `robutler serve` stopping it on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from robutler_core import Agent
+from robutler_server.app import create_app
+from robutler_server.testing import free_port, serve_in_thread
+from robutler_skill_memory import LongTermMemorySkill, postgres
+from robutler_skill_memory.postgres import DatabaseUnavailableError, connect
+
+ROBUTLER = str(Path(sys.executable).with_name("robutler"))
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """Live (not zombie) postgres processes serving ``pgdata``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] != psutil.STATUS_ZOMBIE and str(pgdata) in " ".join(cmdline):
+            found.append(process)
+    return found
+
+
+def wait_until_gone(pgdata: Path, timeout: float = 10) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while (left := postgres_processes(pgdata)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.fixture
+def own_data_dir(tmp_path, monkeypatch):
+    """A data directory of this test only (its own embedded PostgreSQL); short, for the socket."""
+    monkeypatch.setenv("ROBUTLER_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+async def test_migrations_apply_each_version_once_when_processes_start_together(postgres_target):
+    migrations = ["CREATE TABLE things (id int)", "ALTER TABLE things ADD COLUMN name text"]
+    databases = [await connect(postgres_target.dsn, name=f"worker {i}") for i in range(5)]
+    try:
+        # CREATE TABLE without IF NOT EXISTS: a second application would fail
+        await asyncio.gather(*(db.migrate("things", migrations) for db in databases))
+        await databases[0].migrate("things", [*migrations, "CREATE INDEX things_name ON things (name)"])
+        async with databases[0].acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT version FROM robutler_migrations WHERE namespace = 'things' ORDER BY version")
+            columns = await connection.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'things'",
+                postgres_target.schema)
+        assert [r["version"] for r in rows] == [1, 2, 3]
+        assert {c["column_name"] for c in columns} == {"id", "name"}
+    finally:
+        for db in databases:
+            await db.close()
+
+
+async def test_a_failing_migration_applies_nothing_of_its_version(postgres_target):
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        await db.migrate("fine", ["SELECT 1"])
+        with pytest.raises(asyncpg.exceptions.PostgresSyntaxError):
+            await db.migrate("broken", ["CREATE TABLE a (id int); CREATE TABLEX b (id int)"])
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT to_regclass('a')") is None
+            assert await connection.fetchval("SELECT count(*) FROM robutler_migrations WHERE namespace = 'broken'") == 0
+        await db.migrate("broken", ["CREATE TABLE a (id int)"])  # fixed: applies
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT to_regclass('a')::text") == "a"
+    finally:
+        await db.close()
+
+
+async def test_an_unreachable_server_is_a_clean_error_without_the_password():
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError) as error:
+        await connect(f"postgresql://robutler:hunter2@127.0.0.1:{free_port()}/memory", name="test")
+    assert time.monotonic() - started < postgres.CONNECT_TIMEOUT + 1
+    assert "is unavailable" in str(error.value) and "127.0.0.1" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+async def test_the_environment_dsn_is_used_when_no_dsn_is_given(postgres_target, monkeypatch):
+    monkeypatch.setenv("ROBUTLER_POSTGRES_DSN", postgres_target.dsn)
+    db = await connect(None, name="test")
+    try:
+        assert db.dsn == postgres_target.dsn and not db.embedded
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT current_schema()") == postgres_target.schema
+    finally:
+        await db.close()
+
+
+async def test_the_embedded_server_is_shared_and_stopped_by_the_last_close(own_data_dir):
+    pgdata = own_data_dir / "postgres"
+    first = await connect(None, name="one")
+    second = await connect(None, name="two")
+    assert first.embedded and first.dsn == second.dsn
+    postmaster = postgres_processes(pgdata)
+    assert postmaster
+    await first.close()
+    async with second.acquire() as connection:  # still serving the other user
+        assert await connection.fetchval("SELECT 1") == 1
+    await second.close()
+    await second.close()  # twice is fine
+    assert wait_until_gone(pgdata) == []
+    # and it starts again for a later user
+    third = await connect(None, name="three")
+    try:
+        async with third.acquire() as connection:
+            assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await third.close()
+    assert wait_until_gone(pgdata) == []
+
+
+async def test_a_killed_process_does_not_keep_the_embedded_server_running(own_data_dir):
+    """pgserver counts the processes using a data directory; one killed without letting go
+    (SIGKILL) must not keep the server running after the last live process closes."""
+    pgdata = own_data_dir / "postgres"
+    db = await connect(None, name="test")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    server = postgres._embedded[pgdata.resolve()].server
+    server.global_process_id_list.get_and_add(dead.pid)
+    await db.close()
+    assert wait_until_gone(pgdata) == []
+
+
+def _stop(server) -> None:
+    """Stop an embedded PostgreSQL as a crash or an administrator would (pg_ctl, immediate)."""
+    import pgserver
+
+    pgserver.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+async def test_a_database_that_goes_away_gives_tool_errors_then_works_again(own_data_dir):
+    """While an agent serves: PostgreSQL stops, a request gets tool errors and a complete
+    answer; PostgreSQL starts again, the same agent's memory works, with no restart."""
+    pgdata = own_data_dir / "postgres"
+    agent = Agent("keeper", model="test", skills={"long_term_memory": LongTermMemorySkill()})
+    body = {"model": "keeper", "messages": [{"role": "user", "content": "remember a"}]}
+    with serve_in_thread(create_app([agent])) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            async def ask() -> str:
+                response = await client.post("/keeper/chat/completions", json=body)
+                assert response.status_code == 200, response.text
+                assert response.json()["choices"][0]["finish_reason"] == "stop"
+                return response.json()["choices"][0]["message"]["content"]
+
+            answer = await ask()  # the test model calls every tool once
+            assert "store_fact returned {" in answer and "Error" not in answer
+
+            server = postgres._embedded[pgdata.resolve()].server
+            await asyncio.to_thread(_stop, server)
+            assert wait_until_gone(pgdata) == []
+            started = time.monotonic()
+            answer = await ask()
+            assert time.monotonic() - started < 3 * postgres.CONNECT_TIMEOUT
+            for name in ("store_fact", "retrieve_facts", "forget_fact"):
+                assert f"{name} returned Error: tool '{name}' failed: DatabaseUnavailableError: " \
+                       "the embedded PostgreSQL is unavailable" in answer, answer
+
+            await asyncio.to_thread(server.ensure_postgres_running)
+            answer = await ask()
+            assert "store_fact returned {" in answer and "Error" not in answer, answer
+    # the server's lifespan closed the agent: the embedded PostgreSQL is stopped
+    assert wait_until_gone(pgdata) == []
+
+
+def test_robutler_serve_stops_its_embedded_postgres_on_sigterm(tmp_path):
+    agents_file = tmp_path / "agents.yaml"
+    agents_file.write_text(
+        "agents:\n  - name: keeper\n    model: test\n    skills:\n      long_term_memory: {}\n")
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "ROBUTLER_POSTGRES_DSN"}
+    env.update(ROBUTLER_DATA_DIR=str(data), LITELLM_LOCAL_MODEL_COST_MAP="True")
+    port = free_port()
+    process = subprocess.Popen(
+        [ROBUTLER, "serve", str(agents_file), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+            time.sleep(0.1)
+        reply = httpx.post(f"http://127.0.0.1:{port}/keeper/chat/completions", timeout=30,
+                           json={"model": "keeper", "messages": [{"role": "user", "content": "hi"}]})
+        assert "store_fact returned {" in reply.json()["choices"][0]["message"]["content"]
+        pgdata = (data / "postgres").resolve()
+        assert postgres_processes(pgdata)  # serve started the embedded PostgreSQL
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert wait_until_gone(pgdata) == [], output
+        assert not (pgdata / "postmaster.pid").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
