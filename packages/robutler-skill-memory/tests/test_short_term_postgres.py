@@ -4,7 +4,10 @@ partitioned, safe under concurrent requests. Runs on the embedded PostgreSQL, an
 
 import asyncio
 
+import pytest
+
 from robutler_core import Agent, Skill, hook
+from robutler_core.errors import ServiceUnavailableError
 from robutler_core.testing import TestModel
 
 from robutler_skill_memory.conversations import PostgresConversations
@@ -136,5 +139,22 @@ async def test_embedded_postgres_when_no_dsn_is_configured(embedded_postgres):
         assert store.database.embedded
         assert len(await store.load(("embedded_memo_test", "", "c-embedded"))) == 2
         await store.clear(("embedded_memo_test", "", "c-embedded"))
+    finally:
+        await agent.close()
+
+
+async def test_a_database_that_went_away_is_a_503_and_an_unsaved_answer_is_still_answered(postgres_target):
+    agent, _ = worker(postgres_target)
+    try:
+        await ask(agent, "hello", "c")
+        store = await _store(agent)
+        store.database.pool.terminate()  # every connection gone, as when the server stops
+        with pytest.raises(ServiceUnavailableError, match="cannot load the conversation") as raised:
+            await ask(agent, "again", "c")
+        assert raised.value.status_code == 503 and raised.value.code == "memory_unavailable"
+        # Without a conversation id nothing is loaded or stored: the request is answered.
+        messages = [{"role": "user", "content": "no id"}]
+        answer = await agent.run(messages)
+        assert answer["choices"][0]["message"]["content"] == 'TestModel received: "no id"'
     finally:
         await agent.close()

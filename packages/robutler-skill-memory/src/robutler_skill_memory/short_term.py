@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from robutler_core import Context, Skill, hook, tool
-from robutler_core.errors import BadRequestError
+from robutler_core.errors import BadRequestError, ServiceUnavailableError
 
 from .conversations import ConversationKey, ConversationStore, open_store
 from .identity import partition
@@ -110,12 +110,14 @@ class ShortTermMemorySkill(Skill):
     # -- hooks -------------------------------------------------------------------------------
     @hook("on_connection", priority=90)
     async def recall_conversation(self, context: Context) -> None:
-        """Place the stored conversation before the request's messages; trim to the window."""
+        """Place the stored conversation before the request's messages; trim to the window.
+        Raises BadRequestError (400) for a bad conversation id, ServiceUnavailableError (503)
+        when the conversation's database cannot be reached."""
         conversation_id = conversation_id_of(context)
         if not context.messages:  # an @http call or the agent's description
             return
         key = (*partition(context), conversation_id) if conversation_id else None
-        history = await self._store().load(key) if key else []
+        history = await self._load(key) if key else []
         new = context.messages
         lead = next((i for i, m in enumerate(new) if m.get("role") not in _SYSTEM_ROLES), len(new))
         combined = new[:lead] + history + new[lead:]
@@ -128,6 +130,18 @@ class ShortTermMemorySkill(Skill):
             unsent=[m for m in new if id(m) not in in_window and m.get("role") not in _SYSTEM_ROLES],
         ))
         context.messages = window
+
+    async def _load(self, key: ConversationKey) -> list[dict[str, Any]]:
+        """The stored conversation; a database that cannot be reached is a 503
+        (``memory_unavailable``): answering without the history would answer another question."""
+        from .postgres import DatabaseUnavailableError
+
+        try:
+            return await self._store().load(key)
+        except DatabaseUnavailableError as exc:
+            raise ServiceUnavailableError(
+                f"short_term_memory cannot load the conversation: {exc}", code="memory_unavailable"
+            ) from exc
 
     @hook("finalize_connection")
     async def store_conversation(self, context: Context) -> None:
