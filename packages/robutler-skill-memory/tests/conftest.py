@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,18 @@ from robutler_skill_memory import postgres
 SERVER_DSN = os.environ.get("ROBUTLER_TEST_POSTGRES_DSN") or None
 
 
+def private_data_dir() -> Path:
+    """A new temporary directory for a data directory, outside pytest's ``tmp_path``: as root,
+    pgserver runs PostgreSQL as the user ``pgserver`` and opens the data directory's parents
+    to it, which pytest takes back (it makes /tmp/pytest-of-<user> private again whenever a
+    pytest session starts). Short, so that PostgreSQL's socket fits there."""
+    return Path(tempfile.mkdtemp(prefix="robutler-test-"))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def memory_data_dir(tmp_path_factory: pytest.TempPathFactory):
+def memory_data_dir():
     """``$ROBUTLER_DATA_DIR`` = a session temporary directory (restored at the end)."""
-    path = tmp_path_factory.mktemp("robutler-data")
+    path = private_data_dir()
     previous = os.environ.get("ROBUTLER_DATA_DIR")
     previous_dsn = os.environ.pop("ROBUTLER_POSTGRES_DSN", None)
     os.environ["ROBUTLER_DATA_DIR"] = str(path)
@@ -42,6 +52,16 @@ def memory_data_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["ROBUTLER_DATA_DIR"] = previous
     if previous_dsn is not None:
         os.environ["ROBUTLER_POSTGRES_DSN"] = previous_dsn
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def own_data_dir(monkeypatch: pytest.MonkeyPatch):
+    """``$ROBUTLER_DATA_DIR`` of this test only (its own embedded PostgreSQL), removed after."""
+    path = private_data_dir()
+    monkeypatch.setenv("ROBUTLER_DATA_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -42,13 +42,6 @@ def wait_until_gone(pgdata: Path, timeout: float = 10) -> list[psutil.Process]:
     return left
 
 
-@pytest.fixture
-def own_data_dir(tmp_path, monkeypatch):
-    """A data directory of this test only (its own embedded PostgreSQL); short, for the socket."""
-    monkeypatch.setenv("ROBUTLER_DATA_DIR", str(tmp_path))
-    return tmp_path
-
-
 async def test_migrations_apply_each_version_once_when_processes_start_together(postgres_target):
     migrations = ["CREATE TABLE things (id int)", "ALTER TABLE things ADD COLUMN name text"]
     databases = [await connect(postgres_target.dsn, name=f"worker {i}") for i in range(5)]
@@ -182,11 +175,11 @@ async def test_a_database_that_goes_away_gives_tool_errors_then_works_again(own_
     assert wait_until_gone(pgdata) == []
 
 
-def test_robutler_serve_stops_its_embedded_postgres_on_sigterm(tmp_path):
+def test_robutler_serve_stops_its_embedded_postgres_on_sigterm(tmp_path, own_data_dir):
     agents_file = tmp_path / "agents.yaml"
     agents_file.write_text(
         "agents:\n  - name: keeper\n    model: test\n    skills:\n      long_term_memory: {}\n")
-    data = tmp_path / "data"
+    data = own_data_dir
     env = {k: v for k, v in os.environ.items() if k != "ROBUTLER_POSTGRES_DSN"}
     env.update(ROBUTLER_DATA_DIR=str(data), LITELLM_LOCAL_MODEL_COST_MAP="True")
     port = free_port()
