@@ -8,7 +8,7 @@ caller's own top ``top_k`` (the filter is applied before the nearest neighbours 
 
 Milvus Lite searches rows that are still in its memtable ("growing") by brute force with a
 per-row filter: about 0.5 s a query at 10k rows here. So on Milvus Lite the store flushes
-(seals) after each insert and the collection has a vector index (``FLAT`` by default, see
+(seals) what it inserts, within half a second, and the collection has a vector index (``FLAT`` by default, see
 ``index_type``): measured at 10k vectors of 384 dimensions, one user among 50, top 5:
 growing 490 ms a query, sealed 15-40 ms. A Milvus server seals and indexes by itself; the
 store does not flush there (flushes are rate-limited on a server).
@@ -31,6 +31,10 @@ from robutler_core.errors import ConfigurationError
 logger = logging.getLogger("robutler_skill_memory.milvus_store")
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+
+FLUSH_DELAY = 0.5
+"""Seconds between an insert into Milvus Lite and the flush that seals it (inserts meanwhile
+share the flush: a flush costs about 0.1 s however few rows it seals)."""
 
 MAX_TEXT_BYTES = 65_535
 """Milvus' VARCHAR limit; chunks are kept below it."""
@@ -87,6 +91,7 @@ class MilvusStore:
         self.index_type = index_type
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         self._client: Any = None
+        self._flusher: asyncio.Future[None] | None = None
         self._ready = False
         self._lock = threading.Lock()  # collection creation, once
         # Milvus Lite fails concurrent flushes of one file: writes to a file take turns.
@@ -158,8 +163,9 @@ class MilvusStore:
 
     async def add(self, partition: tuple[str, str], rows: list[dict[str, Any]]) -> None:
         """Store ``rows`` (each: ``id``, ``text``, ``metadata``, ``vector``, ``created_at``
-        in Unix milliseconds) in ``partition``; on Milvus Lite, sealed (flushed) before
-        returning so that searches use the index.
+        in Unix milliseconds) in ``partition``. They are searchable on return; on Milvus Lite
+        a flush (seal) follows within :data:`FLUSH_DELAY` seconds, one for every insert
+        meanwhile, so that searches use the index instead of scanning growing rows.
 
         Raises DimensionMismatchError when a vector has another dimension than the collection.
         """
@@ -169,12 +175,27 @@ class MilvusStore:
         check_dimension(vectors, self.dimension or len(vectors[0]), self.description)
         owner = owner_key(partition)
         await asyncio.to_thread(self._add, [{**row, "owner": owner} for row in rows])
+        self._schedule_flush()
 
     def _add(self, rows: list[dict[str, Any]]) -> None:
         self._ensure(len(rows[0]["vector"]))
         with self._write_lock:
             self._client.insert(self.collection, rows)
-            if self.is_lite:
+
+    def _schedule_flush(self) -> None:
+        if self.is_lite and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(FLUSH_DELAY)
+        try:
+            await asyncio.to_thread(self._flush)
+        except Exception:  # the next insert schedules another; close flushes too
+            logger.warning("flushing %s failed", self.description, exc_info=True)
+
+    def _flush(self) -> None:
+        if self._client is not None and self._ready:
+            with self._write_lock:
                 self._client.flush(self.collection)
 
     async def search(self, partition: tuple[str, str], vector: list[float], top_k: int) -> list[dict[str, Any]]:
@@ -203,7 +224,9 @@ class MilvusStore:
         Another partition's row is left as it is (and reported as not found)."""
         if not self._ready or not _ID.match(item_id):  # ids are 32 hex digits: nothing to quote
             return False
-        return await asyncio.to_thread(self._delete, owner_key(partition), item_id)
+        deleted = await asyncio.to_thread(self._delete, owner_key(partition), item_id)
+        self._schedule_flush()
+        return deleted
 
     def _delete(self, owner: str, item_id: str) -> bool:
         expression = f'owner == "{owner}" and id == "{item_id}"'
@@ -212,8 +235,6 @@ class MilvusStore:
             if not found:
                 return False
             self._client.delete(self.collection, filter=expression)
-            if self.is_lite:
-                self._client.flush(self.collection)
         return True
 
     async def count(self, partition: tuple[str, str]) -> int:
@@ -227,7 +248,11 @@ class MilvusStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def close(self) -> None:
-        """Close the client (in a worker thread)."""
+        """Flush what is pending (Milvus Lite) and close the client (in a worker thread)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            await asyncio.to_thread(self._flush)
         client, self._client, self._ready = self._client, None, False
         if client is not None:
             await asyncio.to_thread(client.close)
