@@ -1,5 +1,6 @@
 """short_term_memory through the agent: conversations, identity, the window, the tools."""
 
+import asyncio
 import json
 
 import pytest
@@ -276,3 +277,23 @@ async def test_stored_messages_are_copies():
     loaded = await store.load(("x", "", "c"))
     loaded[0]["content"] = "changed too"
     assert await store.load(("x", "", "c")) == user("a")
+
+
+class SlowModel(ScriptedModel):
+    """Streams its first chunks, then waits (a slow provider) until cancelled."""
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        self.calls.append((messages, tools, params))
+        for chunk in text_chunks("the start of a long answer"):
+            yield chunk
+        await asyncio.sleep(60)
+
+
+async def test_a_stream_the_client_abandons_stores_nothing():
+    agent = make_agent(SlowModel([]))
+    context = agent.new_context(user("abandoned"), None, True, headers={"x-conversation-id": "c"})
+    stream = agent.run_streaming(user("abandoned"), context=context)
+    assert (await anext(stream))["choices"][0]["delta"]["role"] == "assistant"
+    await stream.aclose()  # the client went away mid-answer; the model call is cancelled
+    assert context.finish_reason is None
+    assert await agent.skills["short_term_memory"].store.load(("memo", "", "c")) == []
