@@ -119,6 +119,24 @@ async def test_tool_calls_and_results_are_stored_with_the_answer(stream):
     assert seen[3]["content"] == "Checking.Done."
 
 
+@pytest.mark.parametrize(("max_messages", "roles"), [
+    (5, ["user", "assistant", "tool", "assistant", "user"]),
+    (4, ["user"]),  # the tool turn fits but the question before it does not: no dangling history
+    (2, ["user"]),
+])
+async def test_window_over_a_stored_tool_turn_keeps_the_conversation_valid(max_messages, roles):
+    turns = [
+        tool_call_chunks([("get_recent_messages", {})]) + finish_chunks("tool_calls"),
+        text_chunks("Done.") + finish_chunks("stop"),
+        text_chunks("Second.") + finish_chunks("stop"),
+    ]
+    model = ScriptedModel(turns)
+    agent = make_agent(model, max_messages=max_messages)
+    await ask(agent, "first", "c")
+    await ask(agent, "second", "c")
+    assert [m["role"] for m in model.calls[-1][0]] == roles
+
+
 async def test_external_tool_calls_are_stored_and_the_client_sends_only_results():
     external = [{"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {}}}}]
     turns = [
