@@ -262,3 +262,22 @@ def test_config_is_checked():
         VectorMemorySkill({"chunk_size": 200, "chunk_overlap": 200})
     with pytest.raises(ConfigurationError, match="collection"):
         VectorMemorySkill({"collection": "a; DROP TABLE x"})
+
+
+async def test_milvus_lite_searches_only_the_callers_partition_key_bucket(tmp_path):
+    # Milvus Lite does not prune partition-key buckets by itself; the store names the bucket
+    # it computes. If a Milvus Lite release routes rows elsewhere, this fails (not the users).
+    from robutler_skill_memory.milvus_store import MilvusStore, owner_key
+
+    store = MilvusStore(str(tmp_path / "buckets.db"))
+    await store.open()
+    try:
+        users = [f"user-{i}" for i in range(40)]
+        for i, user in enumerate(users):
+            await store.add(("agent", user), [{"id": f"{i:032x}", "text": user, "metadata": {}, "vector": [1.0, float(i), 0.5, 0.0], "created_at": 0}])
+        assert len(store._buckets) == 16 and len({tuple(store._bucket(owner_key(("agent", u)))["partition_names"]) for u in users}) > 8
+        for i, user in enumerate(users):
+            [hit] = await store.search(("agent", user), [1.0, float(i), 0.5, 0.0], 5)
+            assert hit["text"] == user and hit["score"] > 0.999
+    finally:
+        await store.close()

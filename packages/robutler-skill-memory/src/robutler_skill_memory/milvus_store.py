@@ -92,6 +92,7 @@ class MilvusStore:
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         self._client: Any = None
         self._flusher: asyncio.Future[None] | None = None
+        self._buckets: list[str] = []  # Milvus Lite's partition-key buckets, see _bucket
         self._ready = False
         self._lock = threading.Lock()  # collection creation, once
         # Milvus Lite fails concurrent flushes of one file: writes to a file take turns.
@@ -128,6 +129,7 @@ class MilvusStore:
                 )
             self.dimension = existing
             self._client.load_collection(self.collection)
+            self._read_buckets()
             self._ready = True
 
     def _collection_dimension(self) -> int:
@@ -158,6 +160,7 @@ class MilvusStore:
             )
             self._client.create_collection(self.collection, schema=schema, index_params=index_params)
             self._client.load_collection(self.collection)
+            self._read_buckets()
             self.dimension = dimension
             self._ready = True
 
@@ -208,16 +211,38 @@ class MilvusStore:
             check_dimension([vector], self.dimension, self.description)
         if not self._ready:
             return []
+        owner = owner_key(partition)
         hits = await asyncio.to_thread(
             self._client.search, self.collection, [vector], limit=top_k,
-            filter=f'owner == "{owner_key(partition)}"',
-            output_fields=["text", "metadata"], search_params={"metric_type": "COSINE"},
+            filter=f'owner == "{owner}"', output_fields=["text", "metadata"],
+            search_params={"metric_type": "COSINE"}, **self._bucket(owner),
         )
         return [
             {"id": hit["id"], "text": hit["entity"]["text"], "score": float(hit["distance"]),
              "metadata": hit["entity"].get("metadata") or {}}
             for hit in hits[0]
         ]
+
+    def _bucket(self, owner: str) -> dict[str, Any]:
+        """Milvus Lite: ``partition_names`` of the partition-key bucket holding ``owner``'s rows.
+
+        Milvus Lite routes a row to the bucket ``_pk_{md5(key) % buckets}`` but, unlike a
+        server, does not prune buckets when a search filters on the key: naming the bucket
+        searches 1/16 of the rows (measured at 10k vectors: 22 ms -> 4 ms a search). A test
+        checks that rows are where this computes (tests/test_vector.py); a server prunes by
+        itself, so nothing is added there.
+        """
+        if not self._buckets:
+            return {}
+        index = int(hashlib.md5(owner.encode()).hexdigest(), 16) % len(self._buckets)
+        return {"partition_names": [f"_pk_{index}"]}
+
+    def _read_buckets(self) -> None:
+        if not self.is_lite:
+            return
+        names = set(self._client.list_partitions(self.collection)) - {"_default"}
+        buckets = [f"_pk_{i}" for i in range(len(names))]
+        self._buckets = buckets if buckets and names == set(buckets) else []
 
     async def delete(self, partition: tuple[str, str], item_id: str) -> bool:
         """Delete the row ``item_id`` when it belongs to ``partition``; ``True`` when it did.
