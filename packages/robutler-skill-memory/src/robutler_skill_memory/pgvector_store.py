@@ -205,14 +205,15 @@ class PgvectorStore:
             " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
         )
         async with self.database.acquire() as connection:
-            async with connection.transaction():
-                rows = []
-                if self.index == "hnsw":
+            if self.index != "hnsw":  # no vector index: the owner index and an exact sort
+                rows = await connection.fetch(query, owner, literal, top_k)
+            else:
+                async with connection.transaction():
                     await connection.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
                     rows = await connection.fetch(query, owner, literal, top_k)
-                if len(rows) < top_k:  # no index, or few rows of this caller: scan them exactly
-                    await connection.execute("SET LOCAL enable_indexscan = off")
-                    rows = await connection.fetch(query, owner, literal, top_k)
+                    if len(rows) < top_k:  # few rows of this caller: scan them exactly
+                        await connection.execute("SET LOCAL enable_indexscan = off")
+                        rows = await connection.fetch(query, owner, literal, top_k)
         return [
             {"id": row["id"], "text": row["text"], "score": 1.0 - float(row["distance"]),
              "metadata": json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]}
