@@ -98,6 +98,13 @@ async def backend(request, tmp_path) -> dict[str, Any]:
         if SERVER_DSN is None:
             pytest.skip("ROBUTLER_TEST_POSTGRES_DSN is not set (no PostgreSQL server to test against)")
         base = SERVER_DSN
+        connection = await asyncpg.connect(base, timeout=5)
+        try:
+            available = await connection.fetchval("SELECT true FROM pg_available_extensions WHERE name = 'vector'")
+        finally:
+            await connection.close()
+        if not available:
+            pytest.skip("the PostgreSQL server of ROBUTLER_TEST_POSTGRES_DSN has no pgvector extension")
     else:
         base = request.getfixturevalue("embedded_postgres")
     schema = f"test_{uuid.uuid4().hex[:12]}"
@@ -281,3 +288,16 @@ async def test_milvus_lite_searches_only_the_callers_partition_key_bucket(tmp_pa
             assert hit["text"] == user and hit["score"] > 0.999
     finally:
         await store.close()
+
+
+async def test_a_server_without_pgvector_is_a_clear_configuration_error(tmp_path):
+    if SERVER_DSN is None:
+        pytest.skip("ROBUTLER_TEST_POSTGRES_DSN is not set (no PostgreSQL server to test against)")
+    connection = await asyncpg.connect(SERVER_DSN, timeout=5)
+    try:
+        if await connection.fetchval("SELECT true FROM pg_available_extensions WHERE name = 'vector'"):
+            pytest.skip("this server has pgvector")
+    finally:
+        await connection.close()
+    with pytest.raises(ConfigurationError, match="no pgvector extension.*backend: milvus"):
+        await Memory({"backend": "pgvector", "dsn": SERVER_DSN}).agent.initialize()

@@ -86,8 +86,9 @@ class PgvectorStore:
         """Connect (pool opened, extension created) and read the table's dimension when it
         exists.
 
-        Raises DatabaseUnavailableError when PostgreSQL cannot be reached;
-        DimensionMismatchError when the table's dimension differs from the configured one.
+        Raises DatabaseUnavailableError when PostgreSQL cannot be reached; ConfigurationError
+        when it has no pgvector extension; DimensionMismatchError when the table's dimension
+        differs from the configured one.
         """
         self.database = await connect(self.dsn, name="vector_memory")
         if self.index == "auto":
@@ -99,7 +100,15 @@ class PgvectorStore:
                     "which this CPU lacks: %s is searched by exact scans of each caller's rows",
                     self.description,
                 )
-        await self.database.migrate("vector", ["CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public"])
+        try:
+            await self.database.migrate("vector", ["CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public"])
+        except asyncpg.FeatureNotSupportedError as exc:  # no vector.control on the server
+            database, self.database = self.database, None
+            await database.close()
+            raise ConfigurationError(
+                f"vector_memory: PostgreSQL has no pgvector extension ({str(exc).splitlines()[0]}): install it on the "
+                "server (e.g. the postgresql-NN-pgvector package), or use backend: milvus"
+            ) from exc
         existing = await self._table_dimension()
         if existing is not None:
             if self.dimension is not None and existing != self.dimension:
