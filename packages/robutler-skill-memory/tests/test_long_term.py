@@ -227,3 +227,20 @@ def test_last_user_text_reads_strings_and_text_parts():
         {"type": "text", "text": "colour"}, {"type": "image_url", "image_url": {"url": "x"}},
         {"type": "text", "text": "please"}]}]) == "colour please"
     assert last_user_text([{"role": "system", "content": "s"}]) == ""
+
+
+async def test_an_unreachable_database_at_start_up_is_a_clear_error():
+    from robutler_server.testing import free_port
+    from robutler_skill_memory.postgres import DatabaseUnavailableError
+
+    memory = Memory(f"postgresql://robutler:hunter2@127.0.0.1:{free_port()}/memory")
+    with pytest.raises(DatabaseUnavailableError, match=r"PostgreSQL at postgresql://robutler@127\.0\.0\.1:\d+/memory is unavailable"):
+        await memory.agent.initialize()
+    await memory.agent.close()  # closing a skill that never opened is fine
+
+
+async def test_a_closed_agent_opens_its_memory_again_on_the_next_request(memory):
+    await memory.one("alice", "store_fact", {"key": "k", "value": "kept"})
+    await memory.agent.close()
+    assert memory.skill.database is None
+    assert [f["value"] for f in await memory.one("alice", "retrieve_facts", {"query": "k"})] == ["kept"]
