@@ -153,9 +153,9 @@ async def test_two_users_never_see_each_other_whatever_the_model_sends(memory):
 
 
 async def test_one_user_gets_their_own_top_k_among_many(memory):
-    # 60 revenue texts of another user are nearer to the query than nothing: alice's 3 cat
-    # texts still come back, all of them (a global top 5 filtered afterwards would miss them)
-    await memory.call("mallory", *[("add_content", {"text": f"Cats and kittens report {i}: cat food"}) for i in range(60)])
+    # 30 cat texts of another user are nearer to the query than any of alice's: alice still
+    # gets 3 results, all hers (a global top 3 filtered afterwards would give her none)
+    await memory.call("mallory", *[("add_content", {"text": f"Cats and kittens report {i}: cat food"}) for i in range(30)])
     await memory.call("alice", *[("add_content", {"text": t}) for t in [*REVENUE, "Invoices are due on Friday.", "Ship the order."]])
     hits = await memory.one("alice", "search", {"query": "cat food for kittens", "top_k": 3})
     assert len(hits) == 3 and all("Cats and kittens" not in h["text"] for h in hits)
