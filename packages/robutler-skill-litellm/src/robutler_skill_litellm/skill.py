@@ -155,7 +155,16 @@ class LiteLLMSkill(LLMSkill):
                 yield checked_chunk(chunk.model_dump(exclude_none=True), self.full_model_name)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
-        """Embedding vectors for ``texts`` (one list of floats per text), via LiteLLM."""
+        """Embedding vectors of ``texts`` via LiteLLM's ``aembedding``: one ``list[float]`` per
+        text, in order (a single string is a list of one); :meth:`LLMSkill.embed
+        <robutler_core.LLMSkill.embed>`'s interface.
+
+        ``model`` is LiteLLM's model name (``openai/text-embedding-3-small``,
+        ``cohere/embed-english-v3.0``); ``None``: ``config["embedding_model"]``, else
+        ``openai/text-embedding-3-small``. The skill's ``api_key``/``api_base`` options apply.
+        Raises the mapped :mod:`robutler_core.errors` for provider failures (missing key 401,
+        429, 5xx, timeouts).
+        """
         litellm = _litellm()
 
         inputs = [texts] if isinstance(texts, str) else list(texts)

@@ -163,9 +163,16 @@ class OpenAISkill(LLMSkill):
                     yield checked_chunk(_dump(chunk), self.full_model_name)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
-        """Embedding vectors (``POST /embeddings``): one list of floats per text, in order.
+        """Embedding vectors (``POST /embeddings``): one ``list[float]`` per text, in order (a
+        single string is a list of one); :meth:`LLMSkill.embed <robutler_core.LLMSkill.embed>`'s
+        interface.
 
-        Raises ConfigurationError when no embedding model is named (xAI has no default here).
+        ``model`` is the provider's model name (``text-embedding-3-small``); ``None``:
+        ``config["embedding_model"]``, else the class's default (OpenAI:
+        ``text-embedding-3-small``; xAI has none).
+
+        Raises ConfigurationError when no embedding model is named; the mapped
+        :mod:`robutler_core.errors` for provider failures.
         """
         inputs = [texts] if isinstance(texts, str) else list(texts)
         embedding_model = model or self.config.get("embedding_model") or self.default_embedding_model
