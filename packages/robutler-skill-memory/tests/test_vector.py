@@ -161,7 +161,17 @@ async def test_one_user_gets_their_own_top_k_among_many(memory):
     assert len(hits) == 3 and all("Cats and kittens" not in h["text"] for h in hits)
 
 
-async def test_a_long_text_is_chunked_and_each_chunk_is_found(memory):
+@pytest.fixture
+async def milvus_memory(tmp_path):
+    """vector_memory on Milvus Lite only, for what does not depend on the backend."""
+    memory = Memory({"backend": "milvus", "uri": str(tmp_path / "milvus.db")})
+    await memory.agent.initialize()
+    yield memory
+    await memory.agent.close()
+
+
+async def test_a_long_text_is_chunked_and_each_chunk_is_found(milvus_memory):
+    memory = milvus_memory
     text = " ".join(["Paris is the capital of France and its largest city."] * 12 + [
         "Kittens drink milk but adult cats are often lactose intolerant."] * 12)
     memory.skill.settings.chunk_size = 300
@@ -172,7 +182,8 @@ async def test_a_long_text_is_chunked_and_each_chunk_is_found(memory):
     assert hits[0]["metadata"]["source"] == "notes" and hits[0]["metadata"]["chunks"] == len(result["ids"])
 
 
-async def test_bad_arguments_are_tool_errors_and_the_request_completes(memory):
+async def test_bad_arguments_are_tool_errors_and_the_request_completes(milvus_memory):
+    memory = milvus_memory
     results = await memory.call(
         "alice", ("add_content", {"text": "   "}), ("search", {"query": "x", "top_k": 0}),
         ("add_content", {"text": "x", "metadata": "not an object"}))
