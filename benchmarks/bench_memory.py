@@ -23,7 +23,8 @@ PostgreSQL is the embedded one (pgserver) in a temporary ``ROBUTLER_DATA_DIR`` u
 ``--dsn`` names a server (its tables of the benchmark's agent are emptied first).
 
     python benchmarks/bench_memory.py [--sizes 10000,100000] [--rounds 5] [--queries 100]
-                                      [--backends milvus,pgvector] [--dsn URL] [--quick]
+                                      [--backends milvus,pgvector] [--milvus-index HNSW]
+                                      [--dsn URL] [--quick]
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ class Bench:
                                   "dimension": DIMENSION, "collection": f"bench_{backend}_{self.size}"}
         if backend == "pgvector":
             config["dsn"] = self.args.dsn
+        elif self.args.milvus_index:
+            config["index_type"] = self.args.milvus_index
         skill = VectorMemorySkill(config)
         agent = await self.agent({"vector_memory": skill, "embeddings": PrecomputedEmbeddings({"model": "precomputed"})})
         store = skill.store
@@ -258,7 +261,7 @@ class Bench:
         skill_hits = skill_result.get("results", skill_result) if isinstance(skill_result, dict) else skill_result
         if raw_ids != [hit["id"] for hit in skill_hits] or len(raw_ids) != TOP_K:
             raise SystemExit(f"{backend}: search and the raw query disagree: {raw_ids} {skill_hits}")
-        name = "Milvus Lite (sealed, FLAT)" if isinstance(store, MilvusStore) else "pgvector HNSW"
+        name = f"Milvus Lite (sealed, {store.index_type})" if isinstance(store, MilvusStore) else "pgvector HNSW"
         self.cases.append(Case(f"vectors: search top {TOP_K}, {name}", raw, through_skill, target))
 
     async def _bulk_add(self, store: Any, owner: tuple[str, str], rows: list[dict[str, Any]]) -> None:
@@ -308,11 +311,12 @@ class Bench:
         from robutler_skill_memory.milvus_store import owner_key
 
         client, key = store._client, owner_key(owner)
+        bucket = store._bucket(key) if hasattr(store, "_bucket") else {}  # Lite: the owner's partition-key bucket
 
         async def raw(i: int) -> Any:
             hits = client.search(store.collection, [vectors[i]], limit=TOP_K, filter=f'owner == "{key}"',
                                  output_fields=["text", "metadata"],
-                                 search_params={"metric_type": "COSINE"})
+                                 search_params={"metric_type": "COSINE"}, **bucket)
             return hits[0]
 
         return raw
@@ -403,6 +407,7 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries per round, each way")
     parser.add_argument("--users", type=int, default=50, help="callers the rows are spread over")
     parser.add_argument("--backends", default="milvus,pgvector", help="vector_memory backends to measure")
+    parser.add_argument("--milvus-index", default=None, help="vector_memory's index_type on Milvus (default: the skill's)")
     parser.add_argument("--dsn", default=None, help="a PostgreSQL server (default: the embedded one)")
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 2 rounds of 30 queries: a smoke run")
     args = parser.parse_args()
