@@ -280,6 +280,9 @@ def test_config_is_checked():
         VectorMemorySkill({"chunk_size": 200, "chunk_overlap": 200})
     with pytest.raises(ConfigurationError, match="collection"):
         VectorMemorySkill({"collection": "a; DROP TABLE x"})
+    with pytest.raises(ConfigurationError, match=r"no local model 'MiniLM-XL'"):
+        VectorMemorySkill({"embedding_model": "local/MiniLM-XL"}).check_configuration()
+    VectorMemorySkill({"embedding_model": "local/all-MiniLM-L6-v2"}).check_configuration()
 
 
 async def test_milvus_lite_searches_only_the_callers_partition_key_bucket(tmp_path):

@@ -18,6 +18,7 @@ from robutler_core import Context, Skill, prompt, tool
 from robutler_core.errors import ConfigurationError
 
 from .embeddings import Embedder
+from .local import LocalEmbeddingSkill
 from .identity import partition
 from .milvus_store import MAX_TEXT_BYTES, MilvusStore
 from .paths import data_dir
@@ -130,6 +131,13 @@ class VectorMemorySkill(Skill):
             return PgvectorStore(s.dsn, collection=s.collection.lower(), dimension=s.dimension, index=s.pg_index)
         uri = s.uri or str(data_dir() / "milvus.db")
         return MilvusStore(uri, token=s.token, collection=s.collection, dimension=s.dimension, index_type=s.index_type)
+
+    def check_configuration(self) -> None:
+        """Raise ConfigurationError when a ``local/...`` embedding model cannot run here
+        (sentence-transformers or the model's package not installed). Cheap, no I/O."""
+        prefix, _, name = self.settings.embedding_model.partition("/")
+        if prefix == "local":
+            LocalEmbeddingSkill(LocalEmbeddingSkill.model_config(prefix, name)).check_configuration()
 
     async def initialize(self, agent: Any) -> None:
         """Open the store and set up the embedding model (the local model loads here).
