@@ -12,7 +12,11 @@ def test_discovery_and_agent_construction_import_no_provider_sdk():
         "from robutler_core.plugins import installed_skills\n"
         "names = sorted(installed_skills()._skills)\n"
         "Agent('a', model='openai/gpt-4o-mini'); Agent('b', model='anthropic/claude-sonnet-4-6')\n"
-        "print(names, [m for m in ('openai', 'anthropic', 'litellm', 'fastapi') if m in sys.modules])\n"
+        "heavy = ('openai', 'anthropic', 'litellm', 'fastapi', 'asyncpg', 'pymilvus', 'pgserver', 'torch', 'sentence_transformers')\n"
+        "print(names, [m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
-    assert out.strip() == "['anthropic', 'litellm', 'openai', 'test', 'weather', 'xai'] []"
+    assert out.strip() == (
+        "['anthropic', 'litellm', 'local', 'long_term_memory', 'openai', 'short_term_memory', 'test', "
+        "'vector_memory', 'weather', 'xai'] []"
+    )
