@@ -41,14 +41,24 @@ MIGRATIONS = [
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (agent, user_id, key)
-    );
+    ) PARTITION BY HASH (agent, user_id);
+    DO $$
+    BEGIN
+        FOR i IN 0..31 LOOP
+            EXECUTE format(
+                'CREATE TABLE robutler_facts_p%s PARTITION OF robutler_facts '
+                'FOR VALUES WITH (MODULUS 32, REMAINDER %s)', i, i);
+        END LOOP;
+    END $$;
     CREATE INDEX robutler_facts_search ON robutler_facts USING gin (search) WITH (gin_pending_list_limit = 256);
     CREATE INDEX robutler_facts_trigrams ON robutler_facts USING gin (content gin_trgm_ops) WITH (gin_pending_list_limit = 256);
     CREATE INDEX robutler_facts_recent ON robutler_facts (agent, user_id, updated_at DESC);
     """,
 ]
-"""Schema versions of the ``long_term`` namespace (see :meth:`Database.migrate`). The GIN
-indexes keep a small pending list (``gin_pending_list_limit`` 256 kB, not 4 MB): every search
+"""Schema versions of the ``long_term`` namespace (see :meth:`Database.migrate`). The table is
+hash-partitioned by (agent, user): a search reads one partition's indexes, about 1/32 of the
+facts (the trigram index over every caller's facts made a search at 100k facts take 16 ms;
+one partition's, 4 ms: ``benchmarks/bench_memory.py``). The GIN indexes keep a small pending list (``gin_pending_list_limit`` 256 kB, not 4 MB): every search
 scans the pending list until it is merged, and after 100k facts were loaded a search took
 20-60 ms with 4 MB, 1-4 ms with 256 kB (loading is about twice as slow)."""
 
@@ -68,13 +78,16 @@ _RECENT = """
     FROM robutler_facts WHERE agent = $1 AND user_id = $2
     ORDER BY updated_at DESC LIMIT $3
 """
+# ``created``: whether the key was new, from the snapshot before the statement (a partitioned
+# table has no ``xmax`` to read in RETURNING).
 _UPSERT = """
+    WITH existing AS (SELECT 1 FROM robutler_facts WHERE agent = $1 AND user_id = $2 AND key = $3)
     INSERT INTO robutler_facts (agent, user_id, key, value, metadata, content)
     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6)
     ON CONFLICT (agent, user_id, key) DO UPDATE
     SET value = excluded.value, metadata = excluded.metadata, content = excluded.content,
         updated_at = now()
-    RETURNING (xmax = 0) AS created, updated_at
+    RETURNING NOT EXISTS (SELECT 1 FROM existing) AS created, updated_at
 """
 
 
