@@ -193,6 +193,23 @@ class PgvectorStore:
                 ],
             )
 
+    @property
+    def search_sql(self) -> str:
+        """The search statement: ``$1`` owner key, ``$2`` the query vector as text, ``$3`` top_k.
+
+        The query vector is a scalar subquery, evaluated once per execution (an InitPlan, which
+        an HNSW index scan can order by): a bare ``$2::text::halfvec`` cast was evaluated again
+        for every row once PostgreSQL chose a generic plan for the prepared statement (after
+        five executions): 0.8 ms -> 15 ms a search at 10k rows.
+        """
+        return (
+            "WITH hits AS MATERIALIZED ("
+            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) (SELECT $2::text::public.halfvec) AS distance"
+            f" FROM {self.table} WHERE owner = $1"
+            " ORDER BY embedding OPERATOR(public.<=>) (SELECT $2::text::public.halfvec) LIMIT $3)"
+            " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
+        )
+
     async def search(self, partition: tuple[str, str], vector: list[float], top_k: int) -> list[dict[str, Any]]:
         """The ``top_k`` rows of ``partition`` nearest to ``vector``, best first: ``id``,
         ``text``, ``score`` (cosine similarity, 1 - cosine distance), ``metadata``.
@@ -205,14 +222,7 @@ class PgvectorStore:
         if not self._ready:
             return []
         assert self.database is not None
-        owner, literal = owner_key(partition), _vector_literal(vector)
-        query = (
-            "WITH hits AS MATERIALIZED ("
-            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) $2::text::public.halfvec AS distance"
-            f" FROM {self.table} WHERE owner = $1"
-            " ORDER BY embedding OPERATOR(public.<=>) $2::text::public.halfvec LIMIT $3)"
-            " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
-        )
+        owner, literal, query = owner_key(partition), _vector_literal(vector), self.search_sql
         async with self.database.acquire() as connection:
             if self.index != "hnsw":  # no vector index: the owner index and an exact sort
                 rows = await connection.fetch(query, owner, literal, top_k)
