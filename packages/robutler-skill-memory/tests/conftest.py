@@ -10,24 +10,36 @@ when ``ROBUTLER_TEST_POSTGRES_DSN`` is set, that server too (``.ci/run`` sets it
 PostgreSQL answers on 127.0.0.1:5432). Each test gets its own schema (``target.dsn`` sets the
 ``search_path`` to it, then ``public`` for the extensions), dropped afterwards, so runs and
 tests never see each other's rows.
+
+Loads ``memory_test_helpers.py`` (this directory) as the module ``memory_test_helpers``, for the
+test modules to import (with ``--import-mode=importlib`` they cannot import files beside them).
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from robutler_skill_memory import postgres
 
-SERVER_DSN = os.environ.get("ROBUTLER_TEST_POSTGRES_DSN") or None
+
+def _load_helpers():
+    spec = importlib.util.spec_from_file_location(
+        "memory_test_helpers", Path(__file__).with_name("memory_test_helpers.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+helpers = sys.modules.get("memory_test_helpers") or _load_helpers()
 
 
 def private_data_dir() -> Path:
@@ -85,30 +97,14 @@ class PostgresTarget:
     base_dsn: str
 
 
-def with_search_path(dsn: str, schema: str) -> str:
-    """``dsn`` with ``search_path=schema,public`` (asyncpg passes unknown query parameters on
-    as server settings)."""
-    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema},public"
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(params=["embedded", "server"])
 async def postgres_target(request: pytest.FixtureRequest):
     """A :class:`PostgresTarget` with a fresh schema, dropped after the test."""
     if request.param == "server":
-        if SERVER_DSN is None:
+        if helpers.SERVER_DSN is None:
             pytest.skip("ROBUTLER_TEST_POSTGRES_DSN is not set (no PostgreSQL server to test against)")
-        base = SERVER_DSN
+        base = helpers.SERVER_DSN
     else:
         base = request.getfixturevalue("embedded_postgres")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    await _admin(base, f"CREATE SCHEMA {schema}")
-    yield PostgresTarget(request.param, with_search_path(base, schema), schema, base)
-    await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)
+    async with helpers.fresh_schema(base) as schema:
+        yield PostgresTarget(request.param, helpers.with_search_path(base, schema), schema, base)

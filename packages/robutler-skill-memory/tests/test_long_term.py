@@ -4,60 +4,22 @@ embedded PostgreSQL and, when ROBUTLER_TEST_POSTGRES_DSN is set, on that server 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 
-from robutler_core import Agent
-from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_chunks
-from robutler_core.testing.models import ScriptedModel
 from robutler_skill_memory import LongTermMemorySkill
 from robutler_skill_memory.long_term import last_user_text
 
-
-def scripted(*calls: tuple[str, Any]) -> ScriptedModel:
-    """A model that makes the given tool calls (one turn), then answers "done"."""
-    return ScriptedModel([
-        tool_call_chunks(list(calls)) + finish_chunks("tool_calls"),
-        text_chunks("done") + finish_chunks("stop"),
-    ])
+from memory_test_helpers import ToolCallingAgent
 
 
-class Memory:
-    """An agent with long_term_memory on one test schema; :meth:`call` runs one request as a
-    given user in which the model calls tools, and returns the tool results the model saw."""
+class Memory(ToolCallingAgent):
+    """An agent with long_term_memory on one test schema (:class:`ToolCallingAgent`)."""
 
     def __init__(self, dsn: str, name: str = "memory-agent", **config: Any) -> None:
         self.skill = LongTermMemorySkill({"dsn": dsn, **config})
-        self.model = ScriptedModel([])
-        self.agent = Agent(name, model=self.model, skills={"long_term_memory": self.skill})
-
-    async def call(self, user: str | None, *calls: tuple[str, Any], message: str = "hi") -> list[Any]:
-        self.model.turns = scripted(*calls).turns
-        self.model.calls.clear()
-        messages = [{"role": "user", "content": message}]
-        context = self.agent.new_context(messages, None, False)
-        context.peer_user_id = user
-        completion = await self.agent.run(messages, context=context)
-        assert completion["choices"][0]["message"]["content"] == "done"  # the request completed
-        seen = self.model.calls[1][0]
-        results = [m["content"] for m in seen if m["role"] == "tool"]
-        return [_parsed(r) for r in results]
-
-    async def one(self, user: str | None, name: str, arguments: Any) -> Any:
-        return (await self.call(user, (name, arguments)))[0]
-
-    def system_message(self, call: int = 0) -> str:
-        first = self.model.calls[call][0][0]
-        return first["content"] if first["role"] == "system" else ""
-
-
-def _parsed(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        super().__init__(name, {"long_term_memory": self.skill})
 
 
 @pytest.fixture

@@ -5,43 +5,19 @@ import json
 
 import pytest
 
-from robutler_core import Agent, Skill, hook
+from robutler_core import Agent
 from robutler_core.errors import BadRequestError, ConfigurationError, UpstreamError
-from robutler_core.testing import ScriptedModel, TestModel, finish_chunks, run_request, text_chunks, tool_call_chunks
+from robutler_core.testing import ScriptedModel, finish_chunks, run_request, text_chunks, tool_call_chunks
 
 from robutler_skill_memory.conversations import MemoryConversations
 from robutler_skill_memory.short_term import ShortTermMemorySkill, conversation_id_of
 
-
-class RecordingModel(TestModel):
-    """TestModel that never calls tools, and records the messages of each call."""
-
-    __test__ = False
-
-    def __init__(self):
-        super().__init__({"model": "recording"})
-        self.seen = []
-
-    def respond(self, messages, tools):
-        self.seen.append([dict(m) for m in messages])
-        return super().respond(messages, None)
-
-
-class Identity(Skill):
-    """An auth skill: the caller is the X-User header (default priority, before memory)."""
-
-    @hook("on_connection")
-    def authenticate(self, context):
-        context.peer_user_id = context.headers.get("x-user")
+from memory_test_helpers import Identity, RecordingModel, contents
 
 
 def make_agent(model=None, **config):
     model = model or RecordingModel()
     return Agent("memo", model=model, skills={"auth": Identity(), "short_term_memory": ShortTermMemorySkill(config)})
-
-
-def contents(messages):
-    return [(m["role"], m.get("content")) for m in messages if m["role"] != "system"]
 
 
 def user(text):

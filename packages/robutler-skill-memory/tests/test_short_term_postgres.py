@@ -6,32 +6,13 @@ import asyncio
 
 import pytest
 
-from robutler_core import Agent, Skill, hook
+from robutler_core import Agent
 from robutler_core.errors import ServiceUnavailableError
-from robutler_core.testing import TestModel
 
 from robutler_skill_memory.conversations import PostgresConversations
 from robutler_skill_memory.short_term import ShortTermMemorySkill
 
-
-class RecordingModel(TestModel):
-    """TestModel that never calls tools, and records the messages of each call."""
-
-    __test__ = False
-
-    def __init__(self):
-        super().__init__({"model": "recording"})
-        self.seen = []
-
-    def respond(self, messages, tools):
-        self.seen.append([dict(m) for m in messages])
-        return super().respond(messages, None)
-
-
-class Identity(Skill):
-    @hook("on_connection")
-    def authenticate(self, context):
-        context.peer_user_id = context.headers.get("x-user")
+from memory_test_helpers import Identity, RecordingModel, contents
 
 
 def worker(target, name="memo", **config):
@@ -45,10 +26,6 @@ async def ask(agent, text, conversation, user_id=None):
     headers = {"x-conversation-id": conversation, **({"x-user": user_id} if user_id else {})}
     messages = [{"role": "user", "content": text}]
     return await agent.run(messages, context=agent.new_context(messages, None, False, headers=headers))
-
-
-def contents(messages):
-    return [(m["role"], m.get("content")) for m in messages if m["role"] != "system"]
 
 
 async def test_two_workers_share_conversations_and_they_survive_a_restart(postgres_target):

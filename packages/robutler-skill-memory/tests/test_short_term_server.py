@@ -5,25 +5,12 @@ import openai
 import pytest
 
 from robutler_core import Agent, Skill, hook
-from robutler_core.testing import TestModel
 from robutler_server import create_app
 from robutler_server.testing import serve_in_thread
 
 from robutler_skill_memory.short_term import ShortTermMemorySkill
 
-
-class RecordingModel(TestModel):
-    """TestModel that never calls tools, and records the messages of each call."""
-
-    __test__ = False
-
-    def __init__(self):
-        super().__init__({"model": "recording"})
-        self.seen = []
-
-    def respond(self, messages, tools):
-        self.seen.append([dict(m) for m in messages])
-        return super().respond(messages, None)
+from memory_test_helpers import RecordingModel
 
 
 class BearerIdentity(Skill):

@@ -4,23 +4,20 @@ set, that server), with the real local all-MiniLM-L6-v2 model."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
-from robutler_core import Agent, LLMSkill
+from robutler_core import LLMSkill
 from robutler_core.errors import ConfigurationError
 from robutler_core.plugins import SkillRegistry
-from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_chunks
-from robutler_core.testing.models import ScriptedModel
 from robutler_skill_memory import VectorMemorySkill
 from robutler_skill_memory.milvus_store import DimensionMismatchError
 from robutler_skill_memory.vector import split_text
+
+from memory_test_helpers import SERVER_DSN, ToolCallingAgent, fresh_schema, with_search_path
 
 CATS = [
     "Cats sleep for up to sixteen hours a day and purr when they are content.",
@@ -32,58 +29,12 @@ REVENUE = [
 ]
 
 
-def scripted(*calls: tuple[str, Any]) -> ScriptedModel:
-    return ScriptedModel([
-        tool_call_chunks(list(calls)) + finish_chunks("tool_calls"),
-        text_chunks("done") + finish_chunks("stop"),
-    ])
-
-
-def _parsed(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-class Memory:
-    """An agent with vector_memory; :meth:`call` runs one request as a given user in which the
-    model calls tools, and returns the tool results the model saw."""
+class Memory(ToolCallingAgent):
+    """An agent with vector_memory (:class:`ToolCallingAgent`)."""
 
     def __init__(self, config: dict[str, Any], name: str = "vector-agent", registry: SkillRegistry | None = None) -> None:
         self.skill = VectorMemorySkill(config)
-        self.model = ScriptedModel([])
-        kwargs = {"registry": registry} if registry is not None else {}
-        self.agent = Agent(name, model=self.model, skills={"vector_memory": self.skill}, **kwargs)
-
-    async def call(self, user: str | None, *calls: tuple[str, Any], message: str = "hi") -> list[Any]:
-        self.model.turns = scripted(*calls).turns
-        self.model.calls.clear()
-        messages = [{"role": "user", "content": message}]
-        context = self.agent.new_context(messages, None, False)
-        context.peer_user_id = user
-        completion = await self.agent.run(messages, context=context)
-        assert completion["choices"][0]["message"]["content"] == "done"
-        seen = self.model.calls[1][0]
-        return [_parsed(m["content"]) for m in seen if m["role"] == "tool"]
-
-    async def one(self, user: str | None, name: str, arguments: Any) -> Any:
-        return (await self.call(user, (name, arguments)))[0]
-
-    def system_message(self, call: int = 0) -> str:
-        first = self.model.calls[call][0][0]
-        return first["content"] if first["role"] == "system" else ""
-
-
-SERVER_DSN = os.environ.get("ROBUTLER_TEST_POSTGRES_DSN") or None
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+        super().__init__(name, {"vector_memory": self.skill}, **({"registry": registry} if registry is not None else {}))
 
 
 @pytest.fixture(params=[
@@ -107,10 +58,8 @@ async def backend(request, tmp_path) -> dict[str, Any]:
             pytest.skip("the PostgreSQL server of ROBUTLER_TEST_POSTGRES_DSN has no pgvector extension")
     else:
         base = request.getfixturevalue("embedded_postgres")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    await _admin(base, f"CREATE SCHEMA {schema}")
-    yield {"backend": "pgvector", "dsn": f"{base}{'&' if '?' in base else '?'}search_path={schema},public"}
-    await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)
+    async with fresh_schema(base) as schema:
+        yield {"backend": "pgvector", "dsn": with_search_path(base, schema)}
 
 
 @pytest.fixture
