@@ -25,6 +25,8 @@ import functools
 import json
 import logging
 import re
+import struct
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -39,8 +41,29 @@ logger = logging.getLogger("robutler_skill_memory.pgvector_store")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-def _vector_literal(vector: list[float]) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+def _vector_literal(vector: Sequence[float]) -> str:
+    """``vector`` as pgvector's text input (``[0.1,-0.25,...]``), the statements' ``$n::text``.
+
+    pgvector reads each value as a float32 (``strtof``) before rounding it to float16. The
+    values are rounded to float32 here (``struct``, round to nearest as ``strtof``) and
+    written with 9 significant digits, which give back exactly that float32: the same
+    ``halfvec`` as writing each float64 in full (``repr``), at a third of the time (some
+    0.1 ms for 384 values instead of 0.3-0.7 ms). NaN and infinities are written as such,
+    for pgvector to reject; a value beyond float32 (no embedding has one) in full, for
+    pgvector's out-of-range error.
+    """
+    packer, template = _float32_text(len(vector))
+    try:
+        values = packer.unpack(packer.pack(*vector))
+    except OverflowError:
+        return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+    return template % values
+
+
+@functools.lru_cache(maxsize=8)
+def _float32_text(dimension: int) -> tuple[struct.Struct, str]:
+    """A float32 packer and a ``%``-template of ``dimension`` values, per dimension."""
+    return struct.Struct(f"<{dimension}f"), "[" + ",".join(["%.9g"] * dimension) + "]"
 
 
 class PgvectorStore:
