@@ -9,7 +9,7 @@ from .decorators import handoff, hook, http, prompt, tool
 from .handoffs import Handoff, HandoffResult, LLMHandoff, LocalAgentHandoff
 from .hookspecs import DROP, LIFECYCLE_EVENTS, ToolCallBlocked, hookimpl, hookspec
 from .plugins import SkillRegistry, get_plugin_manager, installed_skills
-from .skill import STANDARD_PARAMS, LLMConfig, LLMSkill, Skill
+from .skill import STANDARD_PARAMS, LLMConfig, LLMSkill, SDKLLMSkill, Skill
 from .tools import Tool
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "LLMHandoff",
     "LLMSkill",
     "LocalAgentHandoff",
+    "SDKLLMSkill",
     "Skill",
     "SkillRegistry",
     "Tool",

@@ -385,3 +385,58 @@ class LLMSkill(Skill, abc.ABC):
         Tool calls arrive as ``delta.tool_calls`` fragments; the last chunk carries ``usage``
         when the provider reports it.
         """
+
+
+class SDKLLMSkill(LLMSkill):
+    """An :class:`LLMSkill` that calls its provider through an SDK client object (the
+    ``openai`` and ``anthropic`` skills; a third-party provider on its own SDK alike).
+
+    Subclasses set :attr:`sdk_module` and implement :meth:`make_client`. The client is built
+    once: in :meth:`initialize` (after the SDK is imported in a worker thread, so the event
+    loop never waits for the import), or at first use when the skill is called without
+    having been initialised; :meth:`close` closes it (its async ``close()``).
+    """
+
+    sdk_module: ClassVar[str]
+    """The SDK's import name (``"openai"``), imported by :meth:`initialize` off the event loop."""
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._client: Any = None
+
+    @abc.abstractmethod
+    def make_client(self) -> Any:
+        """A new SDK client from :attr:`config` (see :meth:`client_options`).
+
+        Raises ConfigurationError when it cannot be built (no API key)."""
+
+    @property
+    def client(self) -> Any:
+        """The skill's SDK client, made by :meth:`initialize` (or at first use).
+
+        Raises ConfigurationError when it cannot be built (no API key)."""
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    async def initialize(self, agent: Agent) -> None:
+        """Import the SDK (in a worker thread) and build the client, once.
+
+        Without an API key the client is not built and nothing is raised: the skill may be a
+        fallback that is never reached; :meth:`check_configuration` reports the missing key
+        at start-up and a call raises ConfigurationError.
+        """
+        import importlib
+
+        await asyncio.to_thread(importlib.import_module, self.sdk_module)
+        try:
+            self.client  # noqa: B018 (builds it)
+        except ConfigurationError:
+            pass
+        await super().initialize(agent)
+
+    async def close(self) -> None:
+        """Close the client's HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

@@ -7,18 +7,15 @@ stalls the event loop at the first request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import importlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic
 
-from robutler_core import LLMSkill
-from robutler_core.errors import ConfigurationError, invalid_response, mapped_errors
+from robutler_core.skill import SDKLLMSkill
+from robutler_core.errors import invalid_response, mapped_errors
 from robutler_core.skill import LLMConfig
 
 from .errors import map_anthropic_error
@@ -48,7 +45,7 @@ class AnthropicConfig(LLMConfig):
     max_retries: int | None = pydantic.Field(None, ge=0)
 
 
-class AnthropicSkill(LLMSkill):
+class AnthropicSkill(SDKLLMSkill):
     """Claude models (``anthropic/claude-sonnet-4-5``) on the ``anthropic`` SDK.
 
     Takes and returns OpenAI's chat format; :mod:`robutler_skill_anthropic.translate` maps it
@@ -79,37 +76,19 @@ class AnthropicSkill(LLMSkill):
     model_prefixes: ClassVar[tuple[str, ...]] = ("anthropic",)
     api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
 
-    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self._client: anthropic.AsyncAnthropic | None = None
-
-    async def initialize(self, agent: Any = None) -> None:
-        """Import the anthropic SDK (in a worker thread) and build the client, once.
-
-        Without an API key the client is not built and nothing is raised: the skill may be a
-        fallback that is never reached; :meth:`check_configuration` reports the missing key
-        at start-up and a call raises ConfigurationError.
-        """
-        await asyncio.to_thread(importlib.import_module, "anthropic")
-        with contextlib.suppress(ConfigurationError):
-            self.client  # noqa: B018 (builds it)
-        await super().initialize(agent)
-
-    async def close(self) -> None:
-        """Close the client's HTTP connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+    sdk_module: ClassVar[str] = "anthropic"
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
         """The skill's ``AsyncAnthropic`` client, made by :meth:`initialize` (or at first use)."""
-        if self._client is None:
-            import anthropic
+        return super().client
 
-            options = self.client_options("ANTHROPIC_BASE_URL", max_retries=DEFAULT_MAX_RETRIES)
-            self._client = anthropic.AsyncAnthropic(**options)
-        return self._client
+    def make_client(self) -> anthropic.AsyncAnthropic:
+        """An ``AsyncAnthropic`` client from the config (key, base URL, retries, timeout)."""
+        import anthropic
+
+        options = self.client_options("ANTHROPIC_BASE_URL", max_retries=DEFAULT_MAX_RETRIES)
+        return anthropic.AsyncAnthropic(**options)
 
     def _request(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]

@@ -7,17 +7,14 @@ stalls the event loop at the first request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import importlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic
 
-from robutler_core import LLMSkill
+from robutler_core.skill import SDKLLMSkill
 from robutler_core.errors import ConfigurationError, mapped_errors
 from robutler_core.skill import STANDARD_PARAMS, LLMConfig, checked_chunk, checked_completion
 
@@ -51,7 +48,7 @@ openai SDK's ``chat.completions.create`` arguments, less ``n``, whose extra choi
 would drop, and the legacy ``functions`` / ``function_call``)."""
 
 
-class OpenAISkill(LLMSkill):
+class OpenAISkill(SDKLLMSkill):
     """OpenAI chat models (``openai/gpt-4o-mini``) on the ``openai`` SDK.
 
     Works with any OpenAI-compatible server (vLLM, llama.cpp, Ollama, LM Studio) through
@@ -85,45 +82,27 @@ class OpenAISkill(LLMSkill):
     default_embedding_model: ClassVar[str | None] = "text-embedding-3-small"
     sends_openai_organization: ClassVar[bool] = True
 
-    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self._client: openai.AsyncOpenAI | None = None
-
-    async def initialize(self, agent: Any = None) -> None:
-        """Import the openai SDK (in a worker thread) and build the client, once.
-
-        Without an API key the client is not built and nothing is raised: the skill may be a
-        fallback that is never reached; :meth:`check_configuration` reports the missing key
-        at start-up and a call raises ConfigurationError.
-        """
-        await asyncio.to_thread(importlib.import_module, "openai")
-        with contextlib.suppress(ConfigurationError):
-            self.client  # noqa: B018 (builds it)
-        await super().initialize(agent)
-
-    async def close(self) -> None:
-        """Close the client's HTTP connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+    sdk_module: ClassVar[str] = "openai"
 
     @property
     def client(self) -> openai.AsyncOpenAI:
         """The skill's ``AsyncOpenAI`` client, made by :meth:`initialize` (or at first use)."""
-        if self._client is None:
-            import openai
+        return super().client
 
-            options = self.client_options(
-                self.base_url_env,
-                default_base_url=self.default_base_url, max_retries=DEFAULT_MAX_RETRIES,
-            )
-            if self.config.get("organization"):
-                options["organization"] = self.config["organization"]
-            elif not self.sends_openai_organization:
-                # The SDK reads $OPENAI_ORG_ID by itself; it is no business of other providers.
-                options["default_headers"] = {"OpenAI-Organization": openai.Omit()}
-            self._client = openai.AsyncOpenAI(**options)
-        return self._client
+    def make_client(self) -> openai.AsyncOpenAI:
+        """An ``AsyncOpenAI`` client from the config (key, base URL, organization, retries)."""
+        import openai
+
+        options = self.client_options(
+            self.base_url_env,
+            default_base_url=self.default_base_url, max_retries=DEFAULT_MAX_RETRIES,
+        )
+        if self.config.get("organization"):
+            options["organization"] = self.config["organization"]
+        elif not self.sends_openai_organization:
+            # The SDK reads $OPENAI_ORG_ID by itself; it is no business of other providers.
+            options["default_headers"] = {"OpenAI-Organization": openai.Omit()}
+        return openai.AsyncOpenAI(**options)
 
     def _request(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, params: dict[str, Any]
