@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import pluggy
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -33,6 +34,7 @@ from .errors import install_error_handlers, internal_error, logger, sse_event
 from .disconnect import until_disconnected
 from .http_routes import mount_http_routes
 from .openapi import install_openapi
+from .plugins import register_routes, server_plugins
 from .schemas import ChatCompletionRequest
 
 RESERVED_NAMES = frozenset(
@@ -46,8 +48,13 @@ def create_app(
     *,
     title: str = "Robutler",
     registry: SkillRegistry | None = None,
+    plugins: pluggy.PluginManager | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
+
+    Installed plugins add their own routes through the ``register_routes`` hook
+    (:mod:`robutler_server.plugins`); ``plugins`` replaces the process's installed plugins
+    (:func:`robutler_server.plugins.server_plugins`), for tests and embedding.
 
     Its lifespan initialises every agent at start-up (:meth:`Agent.initialize`; a failure is
     logged naming the agent and the skill, and start-up fails) and closes them at shutdown
@@ -70,12 +77,14 @@ def create_app(
     connect_agents(list(by_name.values()))
     started = int(time.time())
 
-    app = FastAPI(title=title, lifespan=_lifespan(list(by_name.values())))
+    plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]] = []
+    app = FastAPI(title=title, lifespan=_lifespan(list(by_name.values()), plugin_contexts))
     app.state.agents = by_name
     install_error_handlers(app)
     install_openapi(app)
     for agent in by_name.values():
         mount_http_routes(app, agent)
+    plugin_contexts.extend(register_routes(plugins or server_plugins(), app, by_name))
 
     def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
         if not name:
@@ -177,10 +186,11 @@ async def _describe_or_none(agent: Agent, request: Request) -> dict[str, Any] | 
     return None
 
 
-def _lifespan(agents: list[Agent]) -> Any:
+def _lifespan(agents: list[Agent], plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]]) -> Any:
     """Start-up initialises every agent (:meth:`Agent.initialize`: skills connect, SDKs are
     imported), so no request pays for it; a failure is logged naming the agent and fails
-    start-up. Shutdown closes every agent (:meth:`Agent.close`)."""
+    start-up. Then the plugins' ``register_routes`` context managers are entered. Shutdown
+    exits those, then closes every agent (:meth:`Agent.close`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,7 +206,10 @@ def _lifespan(agents: list[Agent]) -> Any:
                         agent.name, _failing_skill(agent, exc), type(exc).__name__, exc,
                     )
                     raise
-            yield
+            async with contextlib.AsyncExitStack() as plugins:
+                for plugin_context in plugin_contexts:
+                    await plugins.enter_async_context(plugin_context)
+                yield
         finally:
             for agent in started:
                 await agent.close()
