@@ -10,7 +10,7 @@ from .handoffs import Handoff, HandoffResult, LLMHandoff, LocalAgentHandoff
 from .hookspecs import DROP, LIFECYCLE_EVENTS, ToolCallBlocked, hookimpl, hookspec
 from .plugins import SkillRegistry, get_plugin_manager, installed_skills
 from .skill import STANDARD_PARAMS, LLMConfig, LLMSkill, SDKLLMSkill, Skill
-from .tools import Tool
+from .tools import Tool, ToolCallResult
 
 __all__ = [
     "DROP",
@@ -30,6 +30,7 @@ __all__ = [
     "SkillRegistry",
     "Tool",
     "ToolCallBlocked",
+    "ToolCallResult",
     "UsageRecord",
     "connect_agents",
     "get_context",

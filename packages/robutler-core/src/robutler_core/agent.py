@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import re
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -22,7 +24,7 @@ from .models import resolve_model
 from .plugins import SkillRegistry, installed_skills
 from .scopes import Scope, normalize_scope, scope_admits
 from .skill import LLMSkill, Skill
-from .tools import TOOL_MARKER, Tool, await_me_maybe
+from .tools import TOOL_MARKER, Tool, ToolCallResult, await_me_maybe, tool_result_text
 
 logger = logging.getLogger("robutler_core.agent")
 
@@ -278,6 +280,28 @@ class Agent:
         self._add_callable(handoff, source)
         return handoff
 
+    def unregister_tool(self, name: str, source: Any = None) -> Tool:
+        """Remove the server-side tool ``name``; returns it. Requests whose tool loop starts
+        after this call no longer see it (a running loop keeps its snapshot).
+
+        ``source``: when given, the tool must be one it registered (a skill removes only its
+        own). Raises ConfigurationError when the agent has no tool of that name (a handoff is
+        not a tool) or another source registered it.
+        """
+        with self._lock:
+            existing = self._tools.get(name)
+            if existing is None or not isinstance(existing[0], Tool):
+                raise ConfigurationError(f"agent '{self.name}' has no tool named '{name}'")
+            if source is not None and existing[1] is not source:
+                raise ConfigurationError(
+                    f"agent '{self.name}': tool '{name}' belongs to {_source_name(existing[1])}, "
+                    f"not {_source_name(source)}"
+                )
+            tools = dict(self._tools)
+            del tools[name]
+            self._tools = tools  # copy on write, as _add_callable
+        return existing[0]
+
     def _add_callable(self, built: Tool | Handoff, source: Any) -> None:
         with self._lock:
             existing = self._tools.get(built.name)
@@ -364,7 +388,9 @@ class Agent:
         """A JSON-ready description for a caller whose scope is ``auth_scope``: ``name``,
         ``object`` ("agent"), ``model``, ``fallbacks``, ``skills``, and only the ``tools``,
         ``handoffs`` and ``http`` routes that scope admits; ``instructions`` (the system
-        prompt) only for a scope that admits ``"owner"`` (owner or admin)."""
+        prompt) only for a scope that admits ``"owner"`` (owner or admin); ``status``, by
+        skill name, what skills report through :meth:`Skill.status` (left out when none
+        does)."""
         described: dict[str, Any] = {"name": self.name, "object": "agent"}
         if scope_admits(_OWNER, auth_scope):
             described["instructions"] = self.instructions
@@ -382,7 +408,47 @@ class Agent:
                 {"method": r.method.upper(), "path": f"/{self.name}{r.path}"}
                 for r in self.http_routes if scope_admits(r.scope, auth_scope)
             ],
+            **self._skills_status(auth_scope),
         }
+
+    def _skills_status(self, auth_scope: str) -> dict[str, Any]:
+        """``{"status": {skill name: Skill.status(auth_scope)}}`` for the skills that report
+        something, else ``{}``; a failing ``status`` is logged and reported as its error."""
+        reported: dict[str, Any] = {}
+        for skill_name, skill in self.skills.items():
+            try:
+                status = skill.status(auth_scope)
+            except Exception as exc:
+                logger.exception("agent '%s': status of skill '%s' failed", self.name, skill_name)
+                status = {"error": f"{type(exc).__name__}: {exc}"}
+            if status is not None:
+                reported[skill_name] = status
+        return {"status": reported} if reported else {}
+
+    async def call_tool(
+        self, name: str, arguments: str | dict[str, Any] | None, context: Context
+    ) -> ToolCallResult:
+        """Run one server-side tool for a caller outside a chat completion (what an MCP
+        server's ``tools/call`` does): inside :meth:`connection` (``on_connection`` on the
+        context's headers, the agent's scope, ``finalize_connection`` once), the
+        ``before_toolcall`` hooks, the tool, the ``after_toolcall`` hooks. Only a tool the
+        caller's scope admits runs; any other name is answered as an unknown tool. Returns
+        the result text as the model would get it and whether the call failed (blocked, no
+        such tool, bad arguments, the tool raised: the text says why).
+
+        Raises the guarding hooks' errors (401, 402, 403...) and PermissionDeniedError (403)
+        when the agent's scope does not admit the caller.
+        """
+        async with self.connection(context):
+            call = {
+                "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                "function": {
+                    "name": name,
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {}),
+                },
+            }
+            result, failed = await self._loop.run_tool(context, call, self.callables_for_scope(context.auth_scope))
+            return ToolCallResult(tool_result_text(result), failed)
 
     async def describe(self, context: Context) -> dict[str, Any]:
         """:meth:`info` for the caller of ``context``, as a request would see the agent: runs

@@ -200,7 +200,17 @@ class ToolLoop:
     async def _run_tool(
         self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool | Handoff]
     ) -> Any:
+        return (await self.run_tool(context, call, server_tools))[0]
+
+    async def run_tool(
+        self, context: Context, call: dict[str, Any], server_tools: dict[str, Tool | Handoff]
+    ) -> tuple[Any, bool]:
+        """One server-side tool call (an OpenAI ``tool_calls`` entry): ``before_toolcall``, the
+        tool, ``after_toolcall``. Returns the result as the hooks left it and whether the call
+        failed (blocked by a hook, no such tool among ``server_tools``, bad arguments, the tool
+        raised); a failure's result is its ``Error: ...`` text."""
         agent = self.agent
+        failed = True
         try:
             call = await agent.dispatch("before_toolcall", context, tool_call=call)
         except ToolCallBlocked as blocked:
@@ -215,12 +225,13 @@ class ToolLoop:
             else:
                 try:
                     result = tool_result_text(await tool.invoke(call["function"].get("arguments"), context))
+                    failed = False
                 except ToolArgumentsError as exc:
                     result = f"Error: {exc}"
                 except Exception as exc:
                     logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
                     result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
-        return await agent.dispatch("after_toolcall", context, tool_call=call, result=result)
+        return await agent.dispatch("after_toolcall", context, tool_call=call, result=result), failed
 
     async def _run_handoff(self, context: Context, call: dict[str, Any], handoff: Handoff) -> Any:
         """``before_handoff``, the handoff, ``after_handoff``; the result's text is returned.

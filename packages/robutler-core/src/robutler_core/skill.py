@@ -14,6 +14,7 @@ from .context import Context, get_context
 from .decorators import DEFAULT_PRIORITY
 from .errors import ConfigurationError, invalid_response
 from .scopes import Scope, normalize_scope
+from .tools import Tool
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -107,14 +108,30 @@ class Skill:
         """The current request's Context (``None`` outside a request)."""
         return get_context()
 
-    def register_tool(self, func: Callable[..., Any], scope: Scope = None) -> None:
-        """Add a tool to this skill's agent at run time.
+    def register_tool(self, func: Callable[..., Any] | Tool, scope: Scope = None) -> None:
+        """Add a tool (a function, or a :class:`~robutler_core.Tool`, e.g. one with an
+        explicit JSON schema) to this skill's agent at run time.
 
         It is offered to requests whose tool loop starts after this call, so a tool registered
         by an ``on_connection`` hook is offered to that same request. Registration is
         thread-safe; the tool is the agent's, not only this request's.
         """
         self._require_agent().register_tool(func, scope=scope, source=self)
+
+    def unregister_tool(self, name: str) -> None:
+        """Remove a tool this skill registered (with :meth:`register_tool` or ``@tool``) from
+        its agent; requests whose tool loop starts after this call no longer see it.
+
+        Raises ConfigurationError when the agent has no such tool or another skill's it is.
+        """
+        self._require_agent().unregister_tool(name, source=self)
+
+    def status(self, auth_scope: str) -> dict[str, Any] | None:
+        """What the skill reports about itself in its agent's info (``GET /{agent}``, under
+        ``status`` and the skill's name) to a caller whose scope is ``auth_scope``: a
+        JSON-ready dict (connections up or down, say), or ``None`` (the default) for nothing.
+        Cheap and synchronous, no I/O: it runs on every info request."""
+        return None
 
     def register_handoff(self, handoff: Any, scope: Scope = None) -> None:
         """Offer a handoff (``handoff(...)`` object or ``@handoff`` function) to this skill's

@@ -11,10 +11,11 @@ parsed by ``docstring_parser``). A parameter named ``context`` receives the requ
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import docstring_parser
 import pydantic
@@ -24,6 +25,15 @@ from .scopes import Scope, normalize_scope
 
 TOOL_MARKER = "_robutler_tool"
 """Attribute ``@tool`` sets on a function: a dict of its options (name, description, scope)."""
+
+
+class ToolCallResult(NamedTuple):
+    """The outcome of :meth:`robutler_core.Agent.call_tool`."""
+
+    content: str
+    """The result text, as the model would get it (``Error: ...`` for a failed call)."""
+    is_error: bool
+    """Whether the call failed: blocked by a hook, no such tool, bad arguments, the tool raised."""
 
 
 class ToolArgumentsError(ValueError):
@@ -38,6 +48,19 @@ class Tool:
         name: the tool's name on the wire; defaults to the function's name.
         description: defaults to the docstring's summary and body.
         scope: who may see and run it (see :mod:`robutler_core.scopes`).
+        parameters: an explicit JSON schema (an object schema, e.g. an MCP tool's
+            ``inputSchema``), sent to the model unchanged. Then ``func`` is not introspected:
+            it is called with the arguments as one dict, ``func(arguments)`` (plus
+            ``context=`` when it has a ``context`` parameter), after ``validate``.
+        validate: with ``parameters``: checks the arguments dict before the call; a
+            ``ValueError`` it raises becomes a :class:`ToolArgumentsError` (the model gets
+            ``invalid arguments for tool 'name': <message>`` as the tool's result). Without it
+            any JSON object is passed on. Robutler core has no JSON Schema validator: pass
+            one (``jsonschema``'s, say).
+
+    Raises:
+        TypeError: ``parameters`` is not a JSON object schema (a dict), or ``validate`` is
+            given without ``parameters``.
     """
 
     def __init__(
@@ -47,6 +70,8 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         scope: Scope = None,
+        parameters: dict[str, Any] | None = None,
+        validate: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.func = func
         self.name = name or func.__name__
@@ -54,8 +79,20 @@ class Tool:
         doc = docstring_parser.parse(inspect.getdoc(func) or "")
         summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
         self.description = description or summary or self.name
-        self.takes_context, self._arguments_model = _arguments_model(func, self.name, doc)
-        self.parameters = _parameters_schema(self._arguments_model)
+        self._validate = validate
+        if parameters is None:
+            if validate is not None:
+                raise TypeError(f"tool '{self.name}': validate= needs an explicit parameters= schema")
+            self.takes_context, self._arguments_model = _arguments_model(func, self.name, doc)
+            self.parameters = _parameters_schema(self._arguments_model)
+        else:
+            if not isinstance(parameters, dict):
+                raise TypeError(
+                    f"tool '{self.name}': parameters must be a JSON schema dict, got {type(parameters).__name__}"
+                )
+            self.takes_context = "context" in inspect.signature(func).parameters
+            self._arguments_model = None
+            self.parameters = parameters
 
     @classmethod
     def from_function(cls, func: Callable[..., Any], default_scope: Scope = None) -> Tool:
@@ -98,6 +135,13 @@ class Tool:
                 f"arguments for tool '{self.name}' must be a JSON object, "
                 f"got {type(arguments).__name__}"
             )
+        if self._arguments_model is None:
+            if self._validate is not None:
+                try:
+                    self._validate(arguments)
+                except ValueError as exc:
+                    raise ToolArgumentsError(f"invalid arguments for tool '{self.name}': {exc}") from None
+            return arguments
         try:
             validated = self._arguments_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
@@ -118,6 +162,9 @@ class Tool:
         other.
         """
         kwargs = self.validate_arguments(arguments)
+        if self._arguments_model is None:  # an explicit schema: the arguments as one dict
+            extra = {"context": context} if self.takes_context else {}
+            return await call_function(functools.partial(self.func, kwargs), extra)
         if self.takes_context:
             kwargs["context"] = context
         return await call_function(self.func, kwargs)
