@@ -35,6 +35,8 @@ from .disconnect import until_disconnected
 from .http_routes import mount_http_routes
 from .openapi import install_openapi
 from .plugins import register_routes, server_plugins
+from .responses import install_responses, model_header
+from .responses_store import MemoryResponseStore, ResponseStore
 from .schemas import ChatCompletionRequest
 
 RESERVED_NAMES = frozenset(
@@ -49,12 +51,17 @@ def create_app(
     title: str = "Robutler",
     registry: SkillRegistry | None = None,
     plugins: pluggy.PluginManager | None = None,
+    response_store: ResponseStore | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
 
     Installed plugins add their own routes through the ``register_routes`` hook
     (:mod:`robutler_server.plugins`); ``plugins`` replaces the process's installed plugins
     (:func:`robutler_server.plugins.server_plugins`), for tests and embedding.
+
+    Every agent is also served in the Responses API's format (:mod:`robutler_server.responses`);
+    ``response_store`` keeps stored responses (:func:`robutler_server.responses_store.response_store`:
+    PostgreSQL for a DSN); by default the most recent 1,000 stay in process memory.
 
     Its lifespan initialises every agent at start-up (:meth:`Agent.initialize`; a failure is
     logged naming the agent and the skill, and start-up fails) and closes them at shutdown
@@ -130,6 +137,10 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def v1_chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         return await complete(find_agent(body.model, as_model=True), body, request)
+
+    store = response_store if response_store is not None else MemoryResponseStore()
+    plugin_contexts.append(store)
+    install_responses(app, find_agent, store)
 
     @app.get("/{agent_name}")
     async def agent_info(agent_name: str, request: Request) -> dict[str, Any]:
@@ -245,7 +256,7 @@ async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) 
     )
     if not body.stream:
         completion = await until_disconnected(request, agent.run(messages, tools, context=context))
-        return JSONResponse(completion, headers=_model_header(context))
+        return JSONResponse(completion, headers=model_header(context))
     stream = agent.run_streaming(messages, tools, context=context)
     try:
         # Pull the first chunk before answering, so that a failure before any output (auth,
@@ -259,14 +270,8 @@ async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) 
     return StreamingResponse(
         _events(stream, first),
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **_model_header(context)},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **model_header(context)},
     )
-
-
-def _model_header(context: Any) -> dict[str, str]:
-    """``x-robutler-model``: the models that answered (so far, when streaming), in order."""
-    models = list(dict.fromkeys(context.answered_by))
-    return {"x-robutler-model": ", ".join(models)} if models else {}
 
 
 async def _events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None) -> AsyncIterator[str]:

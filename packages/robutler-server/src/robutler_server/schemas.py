@@ -54,6 +54,30 @@ def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     return schema
 
 
+def reject_lone_surrogates(title: str, data: Any) -> Any:
+    """``data`` unchanged, or a ValidationError (a 400 naming the field) for a string or key
+    anywhere in it holding a lone UTF-16 surrogate; ``title`` names the model in the error."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            bad = _SURROGATE.search(value) is not None
+        elif isinstance(value, dict):
+            bad = any(isinstance(k, str) and _SURROGATE.search(k) for k in value)
+            stack.extend(((*loc, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            bad = False
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
+        else:
+            bad = False
+        if bad:
+            error = PydanticCustomError(
+                "invalid_unicode", "Input should be valid Unicode: it holds a lone UTF-16 surrogate"
+            )
+            raise ValidationError.from_exception_data(title, [InitErrorDetails(type=error, loc=loc, input=value)])
+    return data
+
+
 JSONSchema = Annotated[dict[str, Any], Field(description="A JSON Schema (https://json-schema.org)")]
 
 
@@ -290,28 +314,7 @@ class ChatCompletionRequest(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_lone_surrogates(cls, data: Any) -> Any:
-        """400 for a string (or key) anywhere in the body holding a lone UTF-16 surrogate."""
-        stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
-        while stack:
-            loc, value = stack.pop()
-            if isinstance(value, str):
-                bad = _SURROGATE.search(value) is not None
-            elif isinstance(value, dict):
-                bad = any(isinstance(k, str) and _SURROGATE.search(k) for k in value)
-                stack.extend(((*loc, k), v) for k, v in value.items())
-            elif isinstance(value, list):
-                bad = False
-                stack.extend(((*loc, i), v) for i, v in enumerate(value))
-            else:
-                bad = False
-            if bad:
-                error = PydanticCustomError(
-                    "invalid_unicode", "Input should be valid Unicode: it holds a lone UTF-16 surrogate"
-                )
-                raise ValidationError.from_exception_data(
-                    cls.__name__, [InitErrorDetails(type=error, loc=loc, input=value)]
-                )
-        return data
+        return reject_lone_surrogates(cls.__name__, data)
 
     def messages_as_dicts(self) -> list[dict[str, Any]]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
