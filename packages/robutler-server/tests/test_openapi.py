@@ -17,6 +17,7 @@ from robutler_core import Agent, Skill, http, tool
 from robutler_server import create_app
 
 CHAT_ROUTES = ("/v1/chat/completions", "/{agent_name}/chat/completions")
+RESPONSES_ROUTES = ("/v1/responses", "/{agent_name}/responses")
 STREAM = itertools.cycle([True, False])
 ERRORS = ("400", "401", "402", "403", "404", "413", "429", "499", "500", "502", "503", "504")
 
@@ -55,8 +56,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 def test_responses_conform_to_the_document(case):
     if "agent_name" in (case.path_parameters or {}):
         case.path_parameters["agent_name"] = "helper"  # a served agent, so requests get past the 404
-    if case.path in CHAT_ROUTES and isinstance(case.body, dict):
-        if case.path == "/v1/chat/completions":
+    if case.path in CHAT_ROUTES + RESPONSES_ROUTES and isinstance(case.body, dict):
+        if case.path.startswith("/v1/"):
             case.body["model"] = "helper"
         if case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
             case.body["stream"] = next(STREAM)  # every other valid request streams (SSE)
@@ -78,6 +79,20 @@ def test_chat_routes_document_every_error_and_both_answers():
                     "$ref": "#/components/schemas/ErrorResponse"}
     error = document["components"]["schemas"]["ErrorObject"]
     assert sorted(error["required"]) == ["code", "message", "param", "type"]
+
+
+def test_responses_routes_document_every_error_and_both_answers():
+    document = app.openapi()
+    for path in RESPONSES_ROUTES:
+        responses = document["paths"][path]["post"]["responses"]
+        assert sorted(responses) == sorted(("200", *ERRORS))
+        assert responses["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Response"}
+        assert "text/event-stream" in responses["200"]["content"]
+    stored = document["paths"]["/v1/responses/{response_id}"]
+    assert stored["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Response"}
+    assert stored["delete"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ResponseDeleted"}
+    assert "404" in stored["get"]["responses"]
 
 
 def test_no_operation_documents_a_422():

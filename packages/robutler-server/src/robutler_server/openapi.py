@@ -12,6 +12,9 @@ rewrites the document FastAPI builds:
   502, 503, 504) is documented with OpenAI's error envelope
   ``{"error": {"message", "type", "param", "code"}}`` (499, logged when the client went away,
   has no body);
+- the Responses routes (``POST /v1/responses``, ``POST /{agent_name}/responses``) answer 200
+  with a ``response`` or, with ``stream: true``, its stream events; the stored-response routes
+  with a ``response``, a deletion or a page of input items;
 - the 422 and FastAPI's ``HTTPValidationError`` schemas are gone.
 
 Source of the shapes: https://platform.openai.com/docs/api-reference/chat/object and
@@ -132,6 +135,74 @@ class ChatCompletionChunk(_Open):
     usage: CompletionUsage | None = None
 
 
+# --- Responses API shapes (https://platform.openai.com/docs/api-reference/responses/object) ---
+
+
+class ResponseOutputItem(_Open):
+    """An output item: a ``message`` (``output_text`` parts) or a ``function_call``."""
+
+    id: str
+    type: Literal["message", "function_call"]
+    status: Literal["in_progress", "completed", "incomplete"]
+
+
+class ResponseInputTokensDetails(_Open):
+    cached_tokens: int
+
+
+class ResponseUsage(_Open):
+    input_tokens: int
+    input_tokens_details: ResponseInputTokensDetails
+    output_tokens: int
+    total_tokens: int
+
+
+class ResponseError(_Open):
+    code: str
+    message: str
+
+
+class IncompleteDetails(_Open):
+    reason: Literal["max_output_tokens", "content_filter", "max_turns"]
+
+
+class Response(_Open):
+    """A ``response``."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "failed", "in_progress"]
+    model: str
+    output: list[ResponseOutputItem]
+    error: ResponseError | None
+    incomplete_details: IncompleteDetails | None
+    usage: ResponseUsage | None
+
+
+class ResponseStreamEvent(_Open):
+    """One event of a Responses stream (``response.created`` ... ``response.completed``)."""
+
+    type: str
+    sequence_number: int
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response.deleted"]
+    deleted: bool
+
+
+class ResponseItemList(BaseModel):
+    """A page of a response's input items."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 # --- which operation answers what -------------------------------------------------------------
 
 ERRORS: dict[int, str] = {
@@ -191,7 +262,8 @@ def install_openapi(app: FastAPI) -> None:
 def document(app: FastAPI, spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` (FastAPI's document of ``app``) with the real responses; changed in place."""
     components = spec.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorResponse, ChatCompletion, ChatCompletionChunk):
+    for model in (ErrorResponse, ChatCompletion, ChatCompletionChunk, Response, ResponseStreamEvent,
+                  ResponseDeleted, ResponseItemList):
         _add_component(components, model)
     agents = getattr(app.state, "agents", {})
     for route in app.routes:
@@ -206,6 +278,12 @@ def document(app: FastAPI, spec: dict[str, Any]) -> dict[str, Any]:
             if route.path_format.endswith("/chat/completions") and method == "POST":
                 responses["200"] = _chat_completion_200()
                 statuses: tuple[int, ...] = MODEL_ERRORS
+            elif route.path_format.endswith("/responses") and method == "POST":
+                responses["200"] = _response_200()
+                statuses = MODEL_ERRORS
+            elif "/responses/{response_id}" in route.path_format:
+                responses["200"] = _json_200(*_STORED[(route.path_format.endswith("/input_items"), method)])
+                statuses = HOOK_ERRORS
             elif route.path_format in SERVER_ONLY_PATHS:
                 statuses = (500,)
             elif route.path.lstrip("/").split("/", 1)[0] in agents:  # an agent's @http route
@@ -268,6 +346,42 @@ def _chat_completion_200() -> dict[str, Any]:
         "headers": dict(_MODEL_HEADER),
         "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
+            "text/event-stream": {"schema": event},
+        },
+    }
+
+
+_STORED = {
+    (False, "GET"): ("Response", "The stored `response`"),
+    (False, "DELETE"): ("ResponseDeleted", "The stored response is deleted"),
+    (True, "GET"): ("ResponseItemList", "A page of the response's input items"),
+}
+
+
+def _json_200(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _response_200() -> dict[str, Any]:
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref("ResponseStreamEvent"),
+            },
+        },
+    }
+    return {
+        "description": "A `response`; with `stream: true`, server-sent events `event: TYPE` / "
+        "`data: {event}`: `response.created`, `response.in_progress`, the output items' events, "
+        "then `response.completed`, `response.incomplete` or `response.failed`.",
+        "headers": dict(_MODEL_HEADER),
+        "content": {
+            "application/json": {"schema": _ref("Response")},
             "text/event-stream": {"schema": event},
         },
     }
