@@ -1,0 +1,91 @@
+"""The self-hosted Robutler platform service: users and API keys, agents and their owners,
+RS256 payment tokens and a double-entry payments ledger on PostgreSQL.
+
+``create_service_app()`` is a FastAPI app serving ``/api/...`` (:mod:`.api`); ``robutler platform
+serve`` runs it, and ``robutler serve --with-platform`` mounts the same routes beside the agents.
+State lives in PostgreSQL through asyncpg: ``dsn`` (or ``$ROBUTLER_POSTGRES_DSN``), else an
+embedded PostgreSQL under ``$ROBUTLER_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from robutler_core.errors import ServiceUnavailableError
+
+from .api import build_router
+from .store import PlatformStore
+
+DEFAULT_ISSUER = "robutler-platform"
+
+
+def issuer_from_env() -> str:
+    """The ``iss`` of the tokens this platform signs: ``$ROBUTLER_PLATFORM_ISSUER``, else
+    ``$ROBUTLER_PLATFORM_URL``, else ``robutler-platform``."""
+    return os.environ.get("ROBUTLER_PLATFORM_ISSUER") or os.environ.get("ROBUTLER_PLATFORM_URL") or DEFAULT_ISSUER
+
+
+async def open_store(dsn: str | None = None, issuer: str | None = None) -> PlatformStore:
+    """Connect (``dsn``, ``$ROBUTLER_POSTGRES_DSN`` or the embedded PostgreSQL), migrate and
+    load the signing key. Close it with ``await store.database.close()``."""
+    from robutler_skill_memory.postgres import connect
+
+    database = await connect(dsn, name="platform")
+    try:
+        return await PlatformStore.open(database, issuer or issuer_from_env())
+    except BaseException:
+        await database.close()
+        raise
+
+
+class PlatformService:
+    """The service's routes and its store's lifetime, to serve alone or beside agents."""
+
+    def __init__(self, dsn: str | None = None, issuer: str | None = None) -> None:
+        self.dsn = dsn
+        self.issuer = issuer
+        self.store: PlatformStore | None = None
+        self.router = build_router(self._store_of)
+
+    def _store_of(self, request: Request) -> PlatformStore:
+        if self.store is None:
+            raise ServiceUnavailableError("the platform service is starting or stopped", code="platform_unavailable")
+        return self.store
+
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[PlatformService]:
+        """Open the store for the app's lifetime and close it after."""
+        self.store = await open_store(self.dsn, self.issuer)
+        try:
+            yield self
+        finally:
+            store, self.store = self.store, None
+            await store.database.close()
+
+
+def create_service_app(dsn: str | None = None, issuer: str | None = None) -> FastAPI:
+    """The platform service as its own FastAPI app (``robutler platform serve``)."""
+    from robutler_server.errors import install_error_handlers
+
+    service = PlatformService(dsn, issuer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with service.lifetime():
+            yield
+
+    app = FastAPI(title="Robutler platform", lifespan=lifespan)
+    app.state.platform = service
+    install_error_handlers(app)
+    app.include_router(service.router)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "healthy" if service.store is not None else "starting"}
+
+    return app
