@@ -135,6 +135,16 @@ InputItem = Annotated[
 ]
 
 
+Input = Annotated[
+    Union[Annotated[str, Tag("string")], Annotated[list[InputItem], Tag("parts")]],
+    Discriminator(
+        _content_kind,
+        custom_error_type="input_type",
+        custom_error_message="Input should be a string or a list of input items",
+    ),
+]
+
+
 # --- tools, tool choice, text format ----------------------------------------------------------
 
 
@@ -216,7 +226,7 @@ class ResponsesRequest(_Strict):
     """
 
     model: str | None = None
-    input: str | list[InputItem] | None = None
+    input: Input | None = None
     instructions: str | None = None
     tools: list[Tool] | None = Field(
         default=None, description="only tools of type 'function' (client-side tools) are offered"

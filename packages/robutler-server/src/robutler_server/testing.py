@@ -50,3 +50,51 @@ def serve_in_thread(app: Any, startup_timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def check_response_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check that ``events`` (parsed Responses stream events, in order) are well formed and
+    return the final ``response``; AssertionError naming the first problem otherwise.
+
+    Well formed: ``sequence_number`` starts at 0 and increases by one; ``response.created``
+    then ``response.in_progress`` open the stream; each ``response.output_item.added`` has
+    one ``response.output_item.done`` at its ``output_index`` (likewise content parts, and
+    ``response.output_text.done`` / ``response.function_call_arguments.done`` once per item),
+    deltas arrive only for open items; the last event is ``response.completed``,
+    ``response.incomplete`` or ``response.failed`` and nothing follows it; a completed or
+    incomplete response carries ``usage`` and the output items, as their ``done`` events gave them.
+    """
+    assert events, "no events"
+    assert [e["sequence_number"] for e in events] == list(range(len(events))), "sequence numbers"
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"], events[:2]
+    last = events[-1]
+    assert last["type"] in ("response.completed", "response.incomplete", "response.failed"), last["type"]
+    open_items: dict[int, dict[str, Any]] = {}
+    done_items: dict[int, dict[str, Any]] = {}
+    open_parts: set[tuple[int, int]] = set()
+    for event in events[2:-1]:
+        kind, index = event["type"], event.get("output_index")
+        assert kind not in ("response.created", "response.in_progress", "response.completed"), kind
+        if kind == "response.output_item.added":
+            assert index not in open_items and index not in done_items, f"item {index} added twice"
+            open_items[index] = event["item"]
+        elif kind == "response.output_item.done":
+            assert index in open_items, f"item {index} done but not open"
+            assert not any(i == index for i, _ in open_parts), f"item {index} done with a part open"
+            done_items[index] = event["item"]
+            del open_items[index]
+        elif kind == "response.content_part.added":
+            assert index in open_items, f"part of item {index} that is not open"
+            open_parts.add((index, event["content_index"]))
+        elif kind == "response.content_part.done":
+            open_parts.remove((index, event["content_index"]))
+        elif kind in ("response.output_text.delta", "response.output_text.done"):
+            assert (index, event["content_index"]) in open_parts, f"{kind} outside an open part"
+        elif kind.startswith("response.function_call_arguments."):
+            assert open_items.get(index, {}).get("type") == "function_call", f"{kind} outside a function call"
+    assert not open_items and not open_parts, f"never done: items {sorted(open_items)}"
+    response = last["response"]
+    if last["type"] != "response.failed":
+        assert response["usage"] is not None, "no usage"
+        assert response["output"] == [done_items[i] for i in sorted(done_items)], "output differs from the items"
+    return response
