@@ -53,7 +53,11 @@ def cli() -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to bind (0: any free port).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None:
+@click.option("--state-dsn", envvar="ROBUTLER_POSTGRES_DSN", metavar="DSN",
+              help="PostgreSQL DSN for stored responses (Responses API), shared by every worker and "
+              "kept across restarts [env: ROBUTLER_POSTGRES_DSN]; default: the most recent 1,000 in memory. "
+              "Needs robutler-server[postgres].")
+def serve(agents_file: str | None, host: str, port: int, log_level: str, state_dsn: str | None) -> None:
     """Serve the agents of AGENTS_FILE (YAML), or a demo agent when none is given.
 
     Every agent is checked before anything is served: a bad agents file, an agent that cannot
@@ -64,6 +68,7 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None
 
     from .app import create_app
     from .config import AgentsFileError, load_agents
+    from .responses_store import response_store
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
     try:
@@ -75,7 +80,7 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None
             agent, line = demo_agent()
             agents = [agent]
             logger.info(line)
-        app = create_app(agents)
+        app = create_app(agents, response_store=response_store(state_dsn))
     except AgentsFileError as exc:
         fail(exc.problems)
     except ConfigurationError as exc:
@@ -85,7 +90,8 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str) -> None
     except ConfigurationError as exc:
         fail([exc.message])
     for agent in agents:
-        logger.info("agent '%s' (model %s) at /%s/chat/completions", agent.name, agent.model_name, agent.name)
+        logger.info("agent '%s' (model %s) at /%s/chat/completions and /%s/responses",
+                    agent.name, agent.model_name, agent.name, agent.name)
     for sock in sockets:
         address, bound_port = sock.getsockname()[:2]
         shown = f"[{address}]" if sock.family == socket.AF_INET6 else address
