@@ -83,7 +83,17 @@ def agent_server(agent: Agent) -> Server[Any]:
         result = await _guarded(agent.call_tool(params.name, arguments, _context(agent)))
         return _text_result(result.content, result.is_error)
 
-    return Server(agent.name, instructions=None, on_list_tools=list_tools, on_call_tool=call_tool)
+    def input_schema(name: str) -> dict[str, Any] | None:
+        """A tool's schema for the SDK's ``Mcp-Param-*`` header check (any caller's view:
+        the scope is enforced when the tool runs)."""
+        for item in agent.tools_for_scope("admin"):
+            if item.name == name:
+                return item.parameters
+        return _CHAT_SCHEMA if name == CHAT_TOOL else None
+
+    return Server(
+        agent.name, on_list_tools=list_tools, on_call_tool=call_tool, get_tool_input_schema=input_schema,
+    )
 
 
 async def _chat(agent: Agent, arguments: dict[str, Any]) -> mcp_types.CallToolResult:

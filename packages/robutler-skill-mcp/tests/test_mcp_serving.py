@@ -1,0 +1,142 @@
+"""Every agent as an MCP server at /{agent}/mcp: the official mcp client lists its tools, calls
+one and chat, with the agent's request lifecycle and the caller's scope."""
+
+import asyncio
+
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from robutler_core import Agent, Skill, hook, tool
+from robutler_core.errors import AuthenticationError
+from robutler_server import create_app
+from robutler_server.testing import serve_in_thread
+
+
+class Guarded(Skill):
+    """Bearer 'owner-token' makes the caller owner; 'bad' is refused. Records the lifecycle."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    @hook("on_connection")
+    def authenticate(self, context):
+        token = context.headers.get("authorization")
+        if token == "Bearer bad":
+            raise AuthenticationError("invalid token")
+        if token == "Bearer owner-token":
+            context.auth_scope = "owner"
+
+    @hook("before_toolcall")
+    def before(self, context, tool_call):
+        self.log.append(("before", tool_call["function"]["name"]))
+        return tool_call
+
+    @hook("after_toolcall")
+    def after(self, context, tool_call, result):
+        self.log.append(("after", result))
+        return result
+
+    @hook("finalize_connection")
+    def finalize(self, context):
+        self.log.append(("finalize", [r.reason for r in context.usage_records]))
+
+    @tool
+    def add(self, a: int, b: int, context=None) -> int:
+        """Add two integers."""
+        context.track_usage(1, "add")
+        return a + b
+
+    @tool(scope="owner")
+    def vault(self) -> str:
+        """The owner's secret."""
+        return "the owner's secret"
+
+
+@pytest.fixture(scope="module")
+def served():
+    log = []
+    agent = Agent("assistant", instructions="Be brief.", model="test", skills={"guard": Guarded(log)})
+    with serve_in_thread(create_app([agent])) as url:
+        yield f"{url}/assistant/mcp", log
+
+
+async def call(url, action, token=None, **client_options):
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with create_mcp_http_client(headers=headers) as http:
+        async with Client(streamable_http_client(url, http_client=http), **client_options) as client:
+            try:
+                return await action(client)
+            except MCPError as error:  # returned: raised, the client's task groups would wrap it
+                return error
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_mcp_client_lists_tools_and_calls_one_and_chat(served, mode):
+    url, log = served
+
+    async def session(client):
+        tools = (await client.list_tools()).tools
+        added = await client.call_tool("add", {"a": 2, "b": 40})
+        chat = await client.call_tool("chat", {"message": "hello"})
+        return tools, added, chat
+
+    tools, added, chat = await call(url, session, mode=mode)
+    by_name = {t.name: t for t in tools}
+    assert set(by_name) == {"add", "chat"}  # no owner tool for an anonymous caller
+    assert by_name["add"].input_schema["properties"] == {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    assert by_name["add"].description == "Add two integers."
+    assert by_name["chat"].input_schema["required"] == ["message"]
+    assert (added.content[0].text, added.is_error) == ("42", False)
+    assert chat.content[0].text == "Tool results: add returned 2" and not chat.is_error
+
+
+async def test_owner_tools_only_with_owner_credentials(served):
+    url, _ = served
+
+    async def session(client):
+        names = {t.name for t in (await client.list_tools()).tools}
+        return names, await client.call_tool("vault", {})
+
+    names, result = await call(url, session)
+    assert "vault" not in names
+    assert result.is_error and "there is no tool named 'vault'" in result.content[0].text
+    names, result = await call(url, session, token="owner-token")
+    assert {"add", "vault", "chat"} == names
+    assert (result.content[0].text, result.is_error) == ("the owner's secret", False)
+
+
+async def test_a_call_runs_the_request_lifecycle_once(served):
+    url, log = served
+    log.clear()
+    await call(url, lambda client: client.call_tool("add", {"a": 1, "b": 1}))
+    # the tools/call request: hooks around the tool, its usage, finalize_connection once; the
+    # client may also list the tools (to check the result), a request of its own
+    assert log[:3] == [("before", "add"), ("after", "2"), ("finalize", ["add"])]
+    assert all(entry == ("finalize", []) for entry in log[3:])
+
+
+async def test_bad_arguments_and_refused_credentials(served):
+    url, _ = served
+    bad = await call(url, lambda client: client.call_tool("add", {"a": "one"}))
+    assert bad.is_error and "invalid arguments for tool 'add'" in bad.content[0].text
+    chat = await call(url, lambda client: client.call_tool("chat", {"text": "hi"}))
+    assert chat.is_error and chat.content[0].text == "Error: chat takes one argument, 'message', a string"
+    for action in (lambda client: client.list_tools(), lambda client: client.call_tool("chat", {"message": "hi"}),
+                   lambda client: client.call_tool("add", {"a": 1, "b": 2})):
+        refused = await call(url, action, token="bad")
+        assert isinstance(refused, MCPError) and refused.error.message == "401 invalid token"
+        assert refused.error.data == {"status": 401, "type": "authentication_error"}
+
+
+async def test_concurrent_calls_share_nothing(served):
+    url, _ = served
+
+    async def session(client):
+        return await asyncio.gather(*(client.call_tool("add", {"a": i, "b": i}) for i in range(20)))
+
+    results = await call(url, session)
+    assert [r.content[0].text for r in results] == [str(2 * i) for i in range(20)]
