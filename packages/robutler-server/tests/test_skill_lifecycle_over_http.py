@@ -1,4 +1,8 @@
-"""Scopes from request headers, @http routes, handoffs and disconnects, over a real socket."""
+"""Scopes from request headers, @http routes, handoffs and disconnects, over a real socket.
+
+What a request goes through (hooks, scopes, usage records, disconnect cancellation, one
+``finalize_connection``) is the same in both wire formats, chat completions and the Responses
+API: those tests run over both (``wire``)."""
 
 import threading
 import time
@@ -34,6 +38,7 @@ class Notes(Skill):
         super().__init__()
         self.notes = {"1": "buy milk"}
         self.finalized = finalized
+        self.usage = []
 
     @tool(scope="owner")
     def delete_notes(self) -> str:
@@ -62,6 +67,7 @@ class Notes(Skill):
     @hook("finalize_connection")
     def done(self, context):
         self.finalized.append(context.request_id)
+        self.usage.append([(r.kind, r.metadata.get("total_tokens")) for r in context.usage_records])
 
 
 class SlowModel(ScriptedModel):
@@ -107,6 +113,15 @@ class StuckModel(ScriptedModel):
 
 
 STUCK = StuckModel()
+NOTES = []
+
+
+def shout(chunk):
+    """An on_chunk hook: the streamed text in capitals."""
+    for choice in chunk["choices"]:
+        if choice["delta"].get("content"):
+            choice["delta"]["content"] = choice["delta"]["content"].upper()
+    return chunk
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +132,10 @@ def served():
         tool_call_chunks([("transfer_to_billing", {"task": "refund order 7"})]),
         text_chunks("Billing handled it."),
     ] * 2)
+    NOTES[:] = [Notes(finalized)]
     agents = [
-        Agent("notes", model="test", skills={"auth": BearerAuth(), "notes": Notes(finalized)}),
+        Agent("notes", model="test", skills={"auth": BearerAuth(), "notes": NOTES[0]}),
+        Agent("shout", model="test", hooks={"on_chunk": shout}),
         Agent("private", model="test", skills={"auth": BearerAuth()}, scopes=["owner"]),
         Agent("front", model=front_model, handoffs=[handoff("billing")]),
         Agent("billing", instructions="You refund orders.", model="test"),
@@ -133,28 +150,62 @@ def chat(url, agent, token):
     return openai.OpenAI(base_url=f"{url}/{agent}", api_key=token, max_retries=0)
 
 
-def test_caller_scope_from_the_bearer_token_decides_the_tools(served):
+WIRES = ["chat", "responses"]
+
+
+def ask(url, agent, token, text, wire, stream=False):
+    """The answer's text to ``text`` over one wire format, through the openai client."""
+    client = chat(url, agent, token)
+    if wire == "responses":
+        if not stream:
+            return client.responses.create(model=agent, input=text).output_text
+        with client.responses.stream(model=agent, input=text) as events:
+            return events.get_final_response().output_text
+    messages = [{"role": "user", "content": text}]
+    if not stream:
+        return client.chat.completions.create(model=agent, messages=messages).choices[0].message.content
+    chunks = client.chat.completions.create(model=agent, messages=messages, stream=True)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def request(wire, text, stream):
+    """(path under the agent, JSON body) of a request in ``wire``'s format."""
+    if wire == "responses":
+        return "responses", {"input": text, "stream": stream}
+    return "chat/completions", {"messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_caller_scope_from_the_bearer_token_decides_the_tools(served, wire):
     url, *_ = served
-    owner = chat(url, "notes", "owner-token").chat.completions.create(model="notes", messages=[
-        {"role": "user", "content": "hi"}])
-    user = chat(url, "notes", "user-token").chat.completions.create(model="notes", messages=[
-        {"role": "user", "content": "hi"}])
+    owner = ask(url, "notes", "owner-token", "hi", wire)
+    user = ask(url, "notes", "user-token", "hi", wire, stream=True)
     # tools in the order the skill defines them (9a63800)
-    assert owner.choices[0].message.content == "Tool results: delete_notes returned deleted; count_notes returned 1"
-    assert user.choices[0].message.content == "Tool results: count_notes returned 1"
+    assert owner == "Tool results: delete_notes returned deleted; count_notes returned 1"
+    assert user == "Tool results: count_notes returned 1"
 
 
-def test_bad_token_is_401_and_agent_scope_is_403(served):
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_token_is_401_and_agent_scope_is_403(served, wire, stream):
     url, *_ = served
     with pytest.raises(openai.AuthenticationError, match="invalid or missing bearer token"):
-        chat(url, "notes", "nope").chat.completions.create(model="notes", messages=[{"role": "user", "content": "x"}])
+        ask(url, "notes", "nope", "x", wire, stream)
     with pytest.raises(openai.PermissionDeniedError, match="caller's scope is 'all'") as error:
-        chat(url, "private", "user-token").chat.completions.create(
-            model="private", messages=[{"role": "user", "content": "x"}], stream=True)
+        ask(url, "private", "user-token", "x", wire, stream)
     assert error.value.body["code"] == "scope_not_allowed"
-    answer = chat(url, "private", "owner-token").chat.completions.create(
-        model="private", messages=[{"role": "user", "content": "x"}])
-    assert answer.choices[0].message.content == 'TestModel received: "x"'
+    assert ask(url, "private", "owner-token", "x", wire, stream) == 'TestModel received: "x"'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hooks_and_usage_records_are_the_same_in_both_wire_formats(served, stream):
+    url, finalized, *_ = served
+    notes = NOTES[0]
+    before = len(notes.usage)
+    answers = [ask(url, "notes", "owner-token", "hi", wire, stream) for wire in WIRES]
+    assert answers[0] == answers[1]
+    assert notes.usage[before:] == [[("llm", 5), ("llm", 11)]] * 2  # one record per model call, in both
+    assert [ask(url, "shout", "x", "hi", wire, stream=True) for wire in WIRES] == ['TESTMODEL RECEIVED: "HI"'] * 2
 
 
 def test_http_routes_get_query_path_and_body_parameters(served):
@@ -211,24 +262,27 @@ def finalized_runs(finalized, agent_name, before):
     return finalized.count(agent_name) - before
 
 
-def test_client_disconnect_cancels_the_model_and_finalizes_once(served):
+@pytest.mark.parametrize("wire", WIRES)
+def test_client_disconnect_cancels_the_model_and_finalizes_once(served, wire):
     url, finalized, slow, _ = served
+    slow.cancelled.clear()
     before = finalized.count("slow")
-    with httpx.stream("POST", f"{url}/slow/chat/completions", json={
-            "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
+    path, body = request(wire, "x", stream=True)
+    with httpx.stream("POST", f"{url}/slow/{path}", json=body) as response:
         lines = response.iter_lines()
-        assert next(lines).startswith("data: ")  # the role chunk has arrived; hang up now
+        assert next(lines).startswith(("data: ", "event: "))  # the first event has arrived; hang up now
     assert slow.cancelled.wait(5)
     assert finalized_runs(finalized, "slow", before) == 1
 
 
+@pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("stream", [False, True])
-def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stream):
+def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stream, wire):
     url, finalized, *_ = served
     STUCK.cancelled.clear()
     before = finalized.count("stuck")
-    body = {"messages": [{"role": "user", "content": "x"}], "stream": stream}
+    path, body = request(wire, "x", stream)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/stuck/chat/completions", json=body, timeout=httpx.Timeout(5, read=0.5))
+        httpx.post(f"{url}/stuck/{path}", json=body, timeout=httpx.Timeout(5, read=0.5))
     assert STUCK.cancelled.wait(5)
     assert finalized_runs(finalized, "stuck", before) == 1
