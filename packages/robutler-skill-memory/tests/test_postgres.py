@@ -98,6 +98,82 @@ async def test_the_environment_dsn_is_used_when_no_dsn_is_given(postgres_target,
         await db.close()
 
 
+# What one user of a pooled connection may leave behind, and how the next user of that same
+# connection would see it: (statements of the first user, a query that returns the leftover).
+_SESSION_LEFTOVERS = {
+    "a SET": (["SET work_mem = '1234kB'"], "SELECT current_setting('work_mem') = '1234kB'"),
+    "set_config with arguments": (
+        [("SELECT set_config($1, $2, false)", "work_mem", "1234kB")], "SELECT current_setting('work_mem') = '1234kB'"),
+    "a session advisory lock": (
+        [("SELECT pg_advisory_lock($1)", 42)],
+        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"),
+    "a LISTEN": (["LISTEN robutler_test"], "SELECT count(*) > 0 FROM pg_listening_channels()"),
+    "a WITH HOLD cursor": (
+        ["BEGIN", "DECLARE held CURSOR WITH HOLD FOR SELECT 1", "COMMIT"], "SELECT count(*) > 0 FROM pg_cursors WHERE name <> ''"),
+    "a temporary table": (["CREATE TEMP TABLE scratch (id int)"], "SELECT to_regclass('pg_temp.scratch') IS NOT NULL"),
+    "an open transaction": (
+        ["CREATE TABLE IF NOT EXISTS kept (id int)", "BEGIN", "INSERT INTO kept VALUES (1)"],
+        "SELECT count(*) > 0 FROM kept"),
+    "a transaction's SET LOCAL": (
+        ["BEGIN", "SET LOCAL work_mem = '1234kB'", "COMMIT"], "SELECT current_setting('work_mem') = '1234kB'"),
+}
+
+
+@pytest.mark.parametrize("leftover", list(_SESSION_LEFTOVERS))
+async def test_a_released_connection_leaves_no_session_state_to_its_next_user(postgres_target, leftover):
+    statements, check = _SESSION_LEFTOVERS[leftover]
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        async with db.acquire() as connection:
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+            for statement in statements:
+                if isinstance(statement, tuple):
+                    await connection.fetchval(*statement)
+                else:
+                    await connection.execute(statement)
+            assert await connection.fetchval(check) is (leftover != "a transaction's SET LOCAL")
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") == pid  # the same connection
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval(check) is False
+    finally:
+        await db.close()
+
+
+async def test_only_a_connection_that_may_hold_session_state_pays_the_full_reset(postgres_target):
+    """The full reset is a round trip on every release by asyncpg's default: here it runs
+    after a SET, after a use marked ``session_state=True`` (a function that sets a setting
+    inside, which the statement's text does not show), and not after plain queries, a
+    transaction's SET LOCAL or a transaction-level advisory lock."""
+    db = await connect(postgres_target.dsn, name="test")
+    sent: list[str] = []
+    try:
+        async with db.acquire() as connection:
+            connection.add_query_logger(lambda record: sent.append(record.query))  # kept across uses
+            await connection.execute(
+                "CREATE FUNCTION sneaky() RETURNS void LANGUAGE sql AS $$ SELECT set_config('work_mem', '1234kB', false) $$")
+
+        async def released_after(*statements: str, session_state: bool = False) -> bool:
+            await asyncio.sleep(0)  # query loggers are called soon after each query
+            sent.clear()
+            async with db.acquire(session_state=session_state) as connection:
+                async with connection.transaction():
+                    for statement in statements:
+                        await connection.fetch(statement)
+            await asyncio.sleep(0)
+            return any("RESET ALL" in query for query in sent)
+
+        assert await released_after("SELECT 1") is False
+        assert await released_after("SELECT count(*) FROM pg_class WHERE relname = 'x'") is False
+        assert await released_after("SET LOCAL work_mem = '1234kB'", "SELECT pg_advisory_xact_lock(7)") is False
+        assert await released_after("SET work_mem = '1234kB'") is True
+        assert await released_after("SELECT sneaky()", session_state=True) is True
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SHOW work_mem") != "1234kB"
+    finally:
+        await db.close()
+
+
 async def test_the_embedded_server_is_shared_and_stopped_by_the_last_close(own_data_dir):
     pgdata = own_data_dir / "postgres"
     first = await connect(None, name="one")

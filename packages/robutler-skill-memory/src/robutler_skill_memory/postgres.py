@@ -13,15 +13,22 @@ A database that goes away gives a clean :class:`DatabaseUnavailableError` within
 :data:`CONNECT_TIMEOUT` (connecting) or :data:`COMMAND_TIMEOUT` (a statement) seconds, never a
 hang; asyncpg's pool replaces broken connections on the next acquire, so the skill works again
 as soon as the database is back.
+
+A connection goes back to the pool without a round trip when it is clean: asyncpg rolls back a
+transaction left open, and the full session reset (``pg_advisory_unlock_all(); CLOSE ALL;
+UNLISTEN *; RESET ALL``, asyncpg's default on every release, some 0.2 ms) runs only after a
+statement that may have left session state (see :meth:`Database.acquire`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import AsyncIterator
@@ -56,6 +63,66 @@ _UNAVAILABLE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+# Statements that may leave session state behind (a setting, a LISTEN, a session advisory lock,
+# a WITH HOLD cursor, a temporary table): a connection that ran one gets the full reset when
+# released. Transaction-scoped forms (SET LOCAL, SET TRANSACTION,
+# SET CONSTRAINTS, pg_advisory_xact_lock) end with the transaction; an UPDATE's SET clause is
+# no setting (removed first, up to its statement's end).
+_SESSION_STATE = re.compile(
+    r"\b(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET|LISTEN|DECLARE|DISCARD|LOAD"
+    r"|TEMP|TEMPORARY|set_config|pg_advisory_lock(?:_shared)?|pg_try_advisory_lock(?:_shared)?|dblink\w*)\b",
+    re.IGNORECASE,
+)
+_UPDATE_SET = re.compile(r"\bUPDATE\b[^;]*?\bSET\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=512)
+def may_leave_session_state(query: str) -> bool:
+    """Whether the SQL text ``query`` may leave session state behind (see :data:`_SESSION_STATE`):
+    a conservative look at the text, so a false ``True`` only costs a reset's round trip. Does
+    not see what a function called by the statement does inside."""
+    return _SESSION_STATE.search(_UPDATE_SET.sub(" ", query)) is not None
+
+
+class _Connection(asyncpg.Connection):
+    """An asyncpg connection that notes whether it ran a statement that may have left session
+    state (:func:`may_leave_session_state`), so the pool resets only such connections."""
+
+    __slots__ = ("_session_state",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._session_state = False
+
+    def mark_session_state(self) -> None:
+        """Give this connection the full session reset when it goes back to the pool."""
+        self._session_state = True
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        # Without arguments asyncpg sends the text as a simple query (several statements
+        # allowed), not through _get_statement.
+        if not args and not self._session_state and may_leave_session_state(query):
+            self._session_state = True
+        return await super().execute(query, *args, timeout=timeout)
+
+    def _get_statement(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        # Every statement with arguments (fetch*, execute, executemany, prepare, cursor) is
+        # prepared here, cached or not.
+        if not self._session_state and may_leave_session_state(query):
+            self._session_state = True
+        return super()._get_statement(query, *args, **kwargs)
+
+
+async def _reset(connection: _Connection) -> None:
+    """The pool's reset of a released connection. asyncpg has already rolled back a transaction
+    left open; the full reset (one round trip: asyncpg's ``get_reset_query()``, which releases
+    advisory locks, closes cursors, unlistens and resets every setting, then ``DISCARD TEMP``)
+    runs only when the connection may hold session state."""
+    if connection._session_state:
+        await connection.execute(connection.get_reset_query() + "\nDISCARD TEMP;")
+        connection._session_state = False
 
 
 class DatabaseUnavailableError(Exception):
@@ -162,11 +229,25 @@ class Database:
         return DatabaseUnavailableError(f"{where} is unavailable ({cause}); try again later")
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def acquire(self, *, session_state: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; an unreachable or too slow server raises
-        :class:`DatabaseUnavailableError` (SQL errors raise as asyncpg raises them)."""
+        :class:`DatabaseUnavailableError` (SQL errors raise as asyncpg raises them).
+
+        When the connection goes back to the pool, a transaction left open is rolled back, and
+        the next user gets it without session state: after a statement whose text may leave
+        some (``SET`` but not ``SET LOCAL``, ``RESET``, ``set_config``, ``LISTEN``,
+        ``DECLARE``, ``CREATE TEMP``, ``pg_advisory_lock``, ...), the pool runs the full reset
+        (one round trip: advisory locks released, cursors closed, ``UNLISTEN *``, ``RESET
+        ALL``, ``DISCARD TEMP``); otherwise none is needed and none runs. Pass
+        ``session_state=True`` when a statement leaves session state that its text does not
+        show (a function that calls ``set_config(..., false)`` inside). SQL ``PREPARE``d
+        statements are kept, as by asyncpg's own reset (``DEALLOCATE ALL`` would drop
+        asyncpg's statement cache too).
+        """
         try:
             async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as connection:
+                if session_state:
+                    connection.mark_session_state()
                 yield connection
         except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from exc
@@ -222,7 +303,7 @@ class Database:
             await asyncio.to_thread(_release_embedded, self._embedded)
 
 
-async def connect(dsn: str | None = None, *, name: str) -> Database:
+async def connect(dsn: str | None = None, *, name: str, server_settings: dict[str, str] | None = None) -> Database:
     """A :class:`Database` for one skill instance.
 
     Args:
@@ -232,6 +313,9 @@ async def connect(dsn: str | None = None, *, name: str) -> Database:
             :func:`embedded_data_dir` (started on first use, off the event loop).
         name: who connects (``"long_term_memory"``): the connections' ``application_name``
             and the name in log lines.
+        server_settings: settings of every connection of the pool, sent when it connects (no
+            statement, no round trip; the full reset keeps them), e.g. an extension's
+            ``{"hnsw.iterative_scan": "relaxed_order"}``.
 
     Raises:
         DatabaseUnavailableError: the server cannot be reached within :data:`CONNECT_TIMEOUT`.
@@ -248,7 +332,9 @@ async def connect(dsn: str | None = None, *, name: str) -> Database:
             max_size=POOL_MAX_SIZE,
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
-            server_settings={"application_name": f"robutler {name}"[:63]},
+            server_settings={**(server_settings or {}), "application_name": f"robutler {name}"[:63]},
+            connection_class=_Connection,
+            reset=_reset,
         )
     except BaseException as exc:
         if embedded is not None:
