@@ -212,8 +212,10 @@ class Bench:
         from robutler_skill_memory.vector import VectorMemorySkill
 
         config: dict[str, Any] = {"backend": backend, "embedding_model": "bench/precomputed",
-                                  "dimension": DIMENSION, "collection": f"bench_{backend}_{self.size}"}
-        if backend == "pgvector":
+                                  "dimension": DIMENSION, "collection": f"bench_{backend.replace('-', '_')}_{self.size}"}
+        if backend == "pgvector-exact":  # the same store without its HNSW index: exact scans
+            config.update(backend="pgvector", pg_index="none")
+        if config["backend"] == "pgvector":
             config["dsn"] = self.args.dsn
         elif self.args.milvus_index:
             config["index_type"] = self.args.milvus_index
@@ -302,7 +304,7 @@ class Bench:
                     " USING hnsw (embedding public.halfvec_cosine_ops)", timeout=3600)
                 self.notes.append(f"pgvector: HNSW index built in {time.perf_counter() - started:.1f} s")
             else:
-                self.notes.append("pgvector: no HNSW index (index: auto on a pgvector that cannot run it here): "
+                self.notes.append("pgvector: no HNSW index (pg_index: none, or auto where pgvector cannot run it): "
                                   "exact scans of the user's rows")
             await connection.execute(f"ANALYZE {store.table}")
 
@@ -324,16 +326,13 @@ class Bench:
     async def _raw_pgvector(self, store: Any, owner: tuple[str, str], vectors: list[list[float]]) -> Callable[[int], Awaitable[Any]]:
         """The query PgvectorStore.search runs, on one asyncpg connection set up once."""
         from robutler_skill_memory.milvus_store import owner_key
-        from robutler_skill_memory.pgvector_store import _vector_literal
 
-        connection = await store.database.pool.acquire()
+        connection = await store.database.pool.acquire()  # with the pool's hnsw.iterative_scan
         self.closers.append(lambda: store.database.pool.release(connection))
-        if store.index == "hnsw":
-            await connection.execute("SET hnsw.iterative_scan = relaxed_order")  # once, not per query
-        literals, key, query = [_vector_literal(v) for v in vectors], owner_key(owner), store.search_sql
+        key, query = owner_key(owner), store.search_sql
 
-        async def raw(i: int) -> Any:
-            return await connection.fetch(query, key, literals[i], TOP_K)
+        async def raw(i: int) -> Any:  # the query vector sent as real[], as the store sends it
+            return await connection.fetch(query, key, vectors[i], TOP_K)
 
         return raw
 
@@ -399,7 +398,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queries", type=int, default=100, help="queries per round, each way")
     parser.add_argument("--users", type=int, default=50, help="callers the rows are spread over")
-    parser.add_argument("--backends", default="milvus,pgvector", help="vector_memory backends to measure")
+    parser.add_argument("--backends", default="milvus,pgvector,pgvector-exact",
+                        help="vector_memory backends to measure (pgvector-exact: pgvector with pg_index: none)")
     parser.add_argument("--milvus-index", default=None, help="vector_memory's index_type on Milvus (default: the skill's)")
     parser.add_argument("--dsn", default=None, help="a PostgreSQL server (default: the embedded one)")
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 2 rounds of 30 queries: a smoke run")

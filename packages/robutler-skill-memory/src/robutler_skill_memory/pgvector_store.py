@@ -25,8 +25,6 @@ import functools
 import json
 import logging
 import re
-import struct
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -40,30 +38,12 @@ logger = logging.getLogger("robutler_skill_memory.pgvector_store")
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-
-def _vector_literal(vector: Sequence[float]) -> str:
-    """``vector`` as pgvector's text input (``[0.1,-0.25,...]``), the statements' ``$n::text``.
-
-    pgvector reads each value as a float32 (``strtof``) before rounding it to float16. The
-    values are rounded to float32 here (``struct``, round to nearest as ``strtof``) and
-    written with 9 significant digits, which give back exactly that float32: the same
-    ``halfvec`` as writing each float64 in full (``repr``), at a third of the time (some
-    0.1 ms for 384 values instead of 0.3-0.7 ms). NaN and infinities are written as such,
-    for pgvector to reject; a value beyond float32 (no embedding has one) in full, for
-    pgvector's out-of-range error.
-    """
-    packer, template = _float32_text(len(vector))
-    try:
-        values = packer.unpack(packer.pack(*vector))
-    except OverflowError:
-        return "[" + ",".join(repr(float(x)) for x in vector) + "]"
-    return template % values
-
-
-@functools.lru_cache(maxsize=8)
-def _float32_text(dimension: int) -> tuple[struct.Struct, str]:
-    """A float32 packer and a ``%``-template of ``dimension`` values, per dimension."""
-    return struct.Struct(f"<{dimension}f"), "[" + ",".join(["%.9g"] * dimension) + "]"
+_HALFVEC = "${}::real[]::public.halfvec"
+"""A vector parameter: sent as ``real[]`` (asyncpg's binary float4 array: 4 bytes a value,
+encoded in C; a float64 beyond float32's range is a DataError before it is sent), turned into
+a ``halfvec`` by pgvector's array cast, which rounds each float32 to float16 and refuses NaN
+and infinities, as its text input does after reading each value as a float32. A text literal
+(``[0.1,...]``, some 5 kB for 384 values) took 0.1 ms to format in Python."""
 
 
 class PgvectorStore:
@@ -113,7 +93,10 @@ class PgvectorStore:
         when it has no pgvector extension; DimensionMismatchError when the table's dimension
         differs from the configured one.
         """
-        self.database = await connect(self.dsn, name="vector_memory")
+        # hnsw.iterative_scan for every connection of the pool, set when it connects: a search
+        # is then one statement, not a transaction with SET LOCAL (four round trips).
+        self.database = await connect(
+            self.dsn, name="vector_memory", server_settings={"hnsw.iterative_scan": "relaxed_order"})
         if self.index == "auto":
             pgserver_build = self.database.embedded or await self._runs_pgserver_build()
             self.index = "none" if pgserver_build and not cpu_runs_embedded_pgvector_indexes() else "hnsw"
@@ -208,29 +191,48 @@ class PgvectorStore:
         async with self.database.acquire() as connection:
             await connection.executemany(
                 f"INSERT INTO {self.table} (id, owner, text, metadata, created_at, embedding)"
-                " VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5::float8 / 1000), $6::text::public.halfvec)",
+                f" VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5::float8 / 1000), {_HALFVEC.format(6)})",
                 [
-                    (row["id"], owner, row["text"], json.dumps(row["metadata"]), row["created_at"],
-                     _vector_literal(row["vector"]))
+                    (row["id"], owner, row["text"], json.dumps(row["metadata"]), row["created_at"], row["vector"])
                     for row in rows
                 ],
             )
 
     @property
     def search_sql(self) -> str:
-        """The search statement: ``$1`` owner key, ``$2`` the query vector as text, ``$3`` top_k.
+        """The statement a search runs first: :attr:`hnsw_search_sql` with the HNSW index,
+        else :attr:`exact_search_sql`. ``$1`` owner key, ``$2`` the query vector (a sequence
+        of floats, sent as ``real[]``), ``$3`` top_k."""
+        return self.hnsw_search_sql if self.index == "hnsw" else self.exact_search_sql
+
+    @property
+    def hnsw_search_sql(self) -> str:
+        """The search through the HNSW index (``hnsw.iterative_scan`` is set on every
+        connection of the store's pool), re-sorted exactly.
 
         The query vector is a scalar subquery, evaluated once per execution (an InitPlan, which
-        an HNSW index scan can order by): a bare ``$2::text::halfvec`` cast was evaluated again
+        an HNSW index scan can order by): a bare ``$2::text::halfvec`` cast (the vector as text, as it was sent before) was evaluated again
         for every row once PostgreSQL chose a generic plan for the prepared statement (after
         five executions): 0.8 ms -> 15 ms a search at 10k rows.
         """
         return (
             "WITH hits AS MATERIALIZED ("
-            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) (SELECT $2::text::public.halfvec) AS distance"
+            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) (SELECT $2::real[]::public.halfvec) AS distance"
             f" FROM {self.table} WHERE owner = $1"
-            " ORDER BY embedding OPERATOR(public.<=>) (SELECT $2::text::public.halfvec) LIMIT $3)"
+            " ORDER BY embedding OPERATOR(public.<=>) (SELECT $2::real[]::public.halfvec) LIMIT $3)"
             " SELECT id, text, metadata, distance FROM hits ORDER BY distance, id"
+        )
+
+    @property
+    def exact_search_sql(self) -> str:
+        """The exact search: every row of the owner (the ``owner`` B-tree), each distance
+        computed once, the top ``$3`` kept. ``OFFSET 0`` keeps the planner from ordering the
+        rows by the HNSW index (an approximate scan) instead."""
+        return (
+            "SELECT id, text, metadata, distance FROM ("
+            " SELECT id, text, metadata, embedding OPERATOR(public.<=>) (SELECT $2::real[]::public.halfvec) AS distance"
+            f" FROM {self.table} WHERE owner = $1 OFFSET 0) mine"
+            " ORDER BY distance, id LIMIT $3"
         )
 
     async def search(self, partition: tuple[str, str], vector: list[float], top_k: int) -> list[dict[str, Any]]:
@@ -245,17 +247,11 @@ class PgvectorStore:
         if not self._ready:
             return []
         assert self.database is not None
-        owner, literal, query = owner_key(partition), _vector_literal(vector), self.search_sql
+        owner = owner_key(partition)
         async with self.database.acquire() as connection:
-            if self.index != "hnsw":  # no vector index: the owner index and an exact sort
-                rows = await connection.fetch(query, owner, literal, top_k)
-            else:
-                async with connection.transaction():
-                    await connection.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                    rows = await connection.fetch(query, owner, literal, top_k)
-                    if len(rows) < top_k:  # few rows of this caller: scan them exactly
-                        await connection.execute("SET LOCAL enable_indexscan = off")
-                        rows = await connection.fetch(query, owner, literal, top_k)
+            rows = await connection.fetch(self.search_sql, owner, vector, top_k)
+            if len(rows) < top_k and self.index == "hnsw":  # few rows of this caller: scan them exactly
+                rows = await connection.fetch(self.exact_search_sql, owner, vector, top_k)
         return [
             {"id": row["id"], "text": row["text"], "score": 1.0 - float(row["distance"]),
              "metadata": json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]}
