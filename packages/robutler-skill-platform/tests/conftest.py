@@ -1,5 +1,9 @@
 """Fixtures of the platform package's tests.
 
+``world``: the platform service served on a loopback port over ``platform_dsn``, with an
+agent owner (olivia, owning the agents ``shop`` and ``helper``), a payer (paul, 10 dollars of
+credits), their API keys, and a store in the test's event loop for what an admin does.
+
 ``platform_dsn`` (parametrized): a PostgreSQL DSN whose ``search_path`` is a fresh schema,
 dropped after the test: on the session's embedded PostgreSQL (pgserver, in a temporary data
 directory) and, when ``ROBUTLER_TEST_POSTGRES_DSN`` is set, on that server too.
@@ -9,15 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from robutler_server.testing import serve_in_thread
 from robutler_skill_memory import postgres
+from robutler_skill_platform.money import to_micros
+from robutler_skill_platform.service import create_service_app, open_store
 
 SERVER_DSN = os.environ.get("ROBUTLER_TEST_POSTGRES_DSN") or None
 
@@ -54,3 +63,51 @@ async def platform_dsn(request: pytest.FixtureRequest):
         yield f"{base}{'&' if '?' in base else '?'}search_path={schema},public"
     finally:
         await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)
+
+
+@dataclass
+class World:
+    store: object
+    url: str
+    owner: dict
+    owner_key: str
+    payer: dict
+    payer_key: str
+
+    def client(self, key: str | None = None, **headers: str) -> httpx.AsyncClient:
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    async def mint(self, dollars: str, audience: str = "shop", **options) -> dict:
+        return await self.store.mint_token(self.payer["id"], to_micros(dollars), audience, **options)
+
+    async def ledger_is_balanced(self) -> None:
+        """Every transaction sums to zero, and every account's balance is the sum of its entries."""
+        async with self.store.database.acquire() as connection:
+            unbalanced = await connection.fetch(
+                "SELECT transaction_id FROM platform_entries GROUP BY transaction_id HAVING sum(amount) <> 0"
+            )
+            drifted = await connection.fetch(
+                "SELECT a.id FROM platform_accounts a LEFT JOIN platform_entries e ON e.account_id = a.id "
+                "GROUP BY a.id, a.balance HAVING a.balance <> coalesce(sum(e.amount), 0)"
+            )
+        assert unbalanced == [] and drifted == []
+
+
+@pytest.fixture
+async def world(platform_dsn):
+    store = await open_store(platform_dsn, issuer="https://platform.test")
+    owner = await store.create_user("olivia", email="olivia@example.com")
+    payer = await store.create_user("paul")
+    await store.register_agent("shop", "olivia")
+    await store.register_agent("helper", "olivia")
+    await store.add_credits("paul", to_micros("10"))
+    owner_key = (await store.create_key("olivia"))["key"]
+    payer_key = (await store.create_key("paul"))["key"]
+    app = create_service_app(platform_dsn, issuer="https://platform.test")
+    try:
+        with serve_in_thread(app, startup_timeout=30) as url:
+            yield World(store, url, owner, owner_key, payer, payer_key)
+    finally:
+        await store.database.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from robutler_core.errors import AuthenticationError, BadRequestError
 
+from ..client import api_key_of
 from ..money import InvalidAmountError, to_micros
 from .store import PlatformStore
 
@@ -88,17 +89,6 @@ def micros(value: Any, field: str, *, allow_zero: bool = False) -> int:
         return to_micros(value, field=field, allow_zero=allow_zero)
     except InvalidAmountError as exc:
         raise BadRequestError(str(exc), param=field) from None
-
-
-def api_key_of(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The API key of ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    if x_api_key:
-        return x_api_key.strip()
-    if authorization:
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return None
 
 
 def build_router(store_of: Any) -> APIRouter:
