@@ -1,0 +1,125 @@
+"""Throughput of the Responses API against chat completions, on the same agent, in one run.
+
+One ``robutler_server`` app (an agent on the offline ``test`` model) under uvicorn in a
+subprocess on a loopback port; an httpx client keeps ``--concurrency`` requests in flight for
+``--seconds`` per measurement, and the four kinds of request take turns for ``--rounds``
+rounds, so that machine noise hits them alike:
+
+- ``chat``: ``POST /bench/chat/completions``;
+- ``responses``: ``POST /bench/responses`` (stored in the default in-memory store, as a client
+  that does not say ``store: false`` gets);
+- ``chat_stream`` / ``responses_stream``: the same with ``stream: true``, each stream read to
+  its end (``[DONE]``; ``response.completed``).
+
+Prints JSON: the median requests per second of each kind and the ratios Responses / chat
+(target: within 10%, i.e. >= 0.9).
+
+    python benchmarks/bench_responses.py [--seconds 5] [--rounds 3] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+from bench_server import free_port
+
+SERVER_CODE = r"""
+import sys, uvicorn
+from robutler_core import Agent
+from robutler_server import create_app
+app = create_app([Agent("bench", "You are a benchmark.", model="test")])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+TEXT = "How are you today?"
+KINDS = {
+    "chat": ("/bench/chat/completions", {"messages": [{"role": "user", "content": TEXT}]}),
+    "responses": ("/bench/responses", {"input": TEXT}),
+    "chat_stream": ("/bench/chat/completions", {"messages": [{"role": "user", "content": TEXT}], "stream": True}),
+    "responses_stream": ("/bench/responses", {"input": TEXT, "stream": True}),
+}
+
+
+def start() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("the server did not start")
+
+
+async def load(url: str, kind: str, seconds: float, concurrency: int) -> float:
+    """Requests per second of ``kind`` over ``seconds`` with ``concurrency`` in flight."""
+    path, body = KINDS[kind]
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                if body.get("stream"):
+                    async with client.stream("POST", path, json=body) as response:
+                        response.raise_for_status()
+                        last = ""
+                        async for line in response.aiter_lines():
+                            last = line or last
+                    if "[DONE]" not in last and "response.completed" not in last:
+                        raise RuntimeError(f"{kind}: the stream ended with {last[:80]!r}")
+                else:
+                    response = await client.post(path, json=body)
+                    response.raise_for_status()
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    process, url = start()
+    try:
+        for kind in KINDS:  # warm up every path once
+            asyncio.run(load(url, kind, 0.5, 2))
+        rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        for _ in range(args.rounds):
+            for kind in KINDS:
+                rates[kind].append(asyncio.run(load(url, kind, args.seconds, args.concurrency)))
+    finally:
+        process.terminate()
+        process.wait()
+    median = {kind: statistics.median(values) for kind, values in rates.items()}
+    report = {
+        "concurrency": args.concurrency,
+        "seconds_per_measurement": args.seconds,
+        "rps_median": {kind: round(value, 1) for kind, value in median.items()},
+        "ratio_responses_to_chat": round(median["responses"] / median["chat"], 3),
+        "ratio_responses_stream_to_chat_stream": round(median["responses_stream"] / median["chat_stream"], 3),
+        "rounds": {kind: [round(v, 1) for v in values] for kind, values in rates.items()},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
