@@ -13,12 +13,13 @@ def test_discovery_and_agent_construction_import_no_provider_sdk():
         "names = sorted(installed_skills()._skills)\n"
         "Agent('a', model='openai/gpt-4o-mini'); Agent('b', model='anthropic/claude-sonnet-4-6')\n"
         # asyncpg (about 50 ms) is imported by the memory package's modules; the SDKs, Milvus's
-        # client, the embedded PostgreSQL and the embedding model (seconds each) are not.
-        "heavy = ('openai', 'anthropic', 'litellm', 'fastapi', 'pymilvus', 'pgserver', 'torch', 'sentence_transformers')\n"
+        # client, the embedded PostgreSQL and the embedding model (seconds each) are not; nor is
+        # the MCP SDK.
+        "heavy = ('openai', 'anthropic', 'litellm', 'fastapi', 'pymilvus', 'pgserver', 'torch', 'sentence_transformers', 'mcp')\n"
         "print(names, [m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == (
-        "['anthropic', 'litellm', 'local', 'long_term_memory', 'openai', 'short_term_memory', 'test', "
+        "['anthropic', 'litellm', 'local', 'long_term_memory', 'mcp', 'openai', 'short_term_memory', 'test', "
         "'vector_memory', 'weather', 'xai'] []"
     )
