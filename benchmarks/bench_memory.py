@@ -259,7 +259,8 @@ class Bench:
         if isinstance(store, MilvusStore):
             name = f"Milvus Lite (sealed, {store.index_type})"
         else:
-            name = "pgvector (halfvec) HNSW" if store.index == "hnsw" else "pgvector (halfvec) exact scan"
+            name = "pgvector (halfvec), HNSW index" if store.index == "hnsw" else "pgvector (halfvec), no index"
+            self.notes.append(f"{backend}: the search's plan (generic, as the store runs it): {await self._plan(store, owner)}")
         self.cases.append(Case(f"vectors: search top {TOP_K}, {name}", raw, through_skill, target))
 
     async def _bulk_add(self, store: Any, owner: tuple[str, str], rows: list[dict[str, Any]]) -> None:
@@ -307,6 +308,23 @@ class Bench:
                 self.notes.append("pgvector: no HNSW index (pg_index: none, or auto where pgvector cannot run it): "
                                   "exact scans of the user's rows")
             await connection.execute(f"ANALYZE {store.table}")
+
+    async def _plan(self, store: Any, owner: tuple[str, str]) -> str:
+        """How PostgreSQL runs the store's search (its generic plan): the HNSW index or an exact
+        scan of the caller's rows."""
+        from robutler_skill_memory.milvus_store import owner_key
+
+        async with store.database.acquire() as connection:
+            await connection.execute(f"PREPARE bench_search(text, real[], int) AS {store.search_sql}")
+            try:
+                vector = "'{" + ",".join(["0.05"] * DIMENSION) + "}'"  # EXPLAIN EXECUTE takes no parameters
+                plan = [row[0] for row in await connection.fetch(
+                    f"EXPLAIN (COSTS OFF) EXECUTE bench_search('{owner_key(owner)}', {vector}, {TOP_K})")]
+            finally:
+                await connection.execute("DEALLOCATE bench_search")
+        if any("_embedding" in line and "Index Scan" in line for line in plan):
+            return "HNSW index scan (iterative)"
+        return "exact scan of the user's rows (owner index, top-N sort)"
 
     def _raw_milvus(self, store: Any, owner: tuple[str, str], vectors: list[list[float]]) -> Callable[[int], Awaitable[Any]]:
         """The search MilvusStore.search makes, on its pymilvus client, called directly."""
