@@ -124,3 +124,32 @@ def test_without_plugins_that_implement_it_nothing_changes():
     paths = {route.path for route in app.routes}
     assert "/{agent_name}/chat/completions" in paths
     assert not any(path.startswith("/a/") for path in paths)
+
+
+# --- register_commands ---------------------------------------------------------------------------
+
+
+def test_a_plugin_adds_commands_to_the_robutler_cli():
+    import click
+    from click.testing import CliRunner
+
+    from robutler_server.plugins import register_commands
+
+    @click.group()
+    def cli():
+        pass
+
+    @click.command()
+    def hello():
+        click.echo("hello from a plugin")
+
+    good = types.SimpleNamespace(register_commands=hookimpl(lambda cli: cli.add_command(hello)))
+
+    def broken_commands(cli):
+        raise ImportError("no module named 'yaml2'")
+
+    broken = types.SimpleNamespace(register_commands=hookimpl(broken_commands))
+    problems = register_commands(plugins_with(good, broken), cli)
+    assert problems == ["plugin 'plugin1' failed to add its commands: ImportError: no module named 'yaml2'"]
+    result = CliRunner().invoke(cli, ["hello"])
+    assert result.exit_code == 0 and result.output == "hello from a plugin\n"

@@ -4,16 +4,21 @@ platform service, driven by the official ``openai`` client over sockets."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
+import jwt
 import openai
 import pytest
 
 from robutler_core import Agent, Skill, tool
+from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_chunks
+from robutler_core.testing.models import ScriptedModel
 from robutler_server import create_app
 from robutler_server.testing import serve_in_thread
 from robutler_skill_platform import AuthSkill, PaymentSkill, PricingInfo, pricing
 from robutler_skill_platform.money import to_micros
+from robutler_skill_platform.service.tokens import Signer
 
 
 class Shop(Skill):
@@ -169,3 +174,124 @@ async def test_concurrent_paid_requests_never_overdraw(world):
     assert (await world.store.balance(token=minted["token"])) == {"balance": "0.000000", "locked": "0.000000"}
     assert sum(s["amount"] for s in await settles(world)) == to_micros("0.60")
     await world.ledger_is_balanced()
+
+
+# --- model costs, disconnects, owner assertions ---------------------------------------------------
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+class MeteredModel(ScriptedModel):
+    """A scripted model whose every call costs 0.0015 dollars; with ``hang``, the last turn
+    streams its chunks and then never ends (until cancelled)."""
+
+    def __init__(self, turns, hang=False):
+        super().__init__(turns)
+        self.hang = hang
+        self.cancelled = threading.Event()
+
+    async def usage_cost(self, usage):
+        return 0.0015
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        last = len(self.turns) == 1
+        async for chunk in super().chat_completion_stream(messages, tools, **params):
+            yield chunk
+        if self.hang and last:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+
+
+def metered_agent(world, model, markup="1") -> Agent:
+    return Agent("shop", "Sell things.", model=model, skills={
+        "auth": AuthSkill({"platform_url": world.url, "api_key": world.owner_key}),
+        "payments": PaymentSkill({"platform_url": world.url, "api_key": world.owner_key, "markup": markup}),
+        "shop": Shop(),
+    })
+
+
+def search_then_answer(answer_chunks):
+    return [
+        tool_call_chunks([("search", {"query": "lamps"})]) + finish_chunks("tool_calls", usage=USAGE),
+        answer_chunks,
+    ]
+
+
+async def test_model_calls_are_charged_at_cost_times_markup_and_tools_as_declared(world):
+    minted = await world.mint("1")
+    model = MeteredModel(search_then_answer(text_chunks("Lamps!") + finish_chunks("stop", usage=USAGE)))
+    with serve_in_thread(create_app([metered_agent(world, model, markup="2")])) as url:
+        answer = await client(url, "shop", world.payer_key, minted["token"]).chat.completions.create(
+            model="shop", messages=[{"role": "user", "content": "lamps?"}]
+        )
+        assert answer.choices[0].message.content == "Lamps!"
+        await asyncio.sleep(0.2)
+    # two model calls at 0.0015 x 2, one search at 0.01
+    assert [s["amount"] for s in await settles(world)] == [to_micros("0.016")]
+
+
+async def test_a_client_that_hangs_up_mid_stream_pays_for_what_was_used(world):
+    minted = await world.mint("1")
+    model = MeteredModel(search_then_answer(text_chunks("Lamps are")), hang=True)
+    with serve_in_thread(create_app([metered_agent(world, model)])) as url:
+        async with httpx.AsyncClient(timeout=10) as http:
+            async with http.stream(
+                "POST", f"{url}/shop/chat/completions",
+                json={"model": "shop", "messages": [{"role": "user", "content": "lamps?"}], "stream": True},
+                headers={"Authorization": f"Bearer {world.payer_key}", "X-Payment-Token": minted["token"]},
+            ) as response:
+                async for line in response.aiter_lines():
+                    if "Lam" in line:
+                        break  # hang up while the model is still answering
+        assert await asyncio.to_thread(model.cancelled.wait, 5)
+        for _ in range(50):
+            if await settles(world):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+    # the first model call (0.0015) and the search (0.01); the interrupted call reported no usage
+    assert [s["amount"] for s in await settles(world)] == [to_micros("0.0115")]
+    assert (await world.store.balance(token=minted["token"])) == {"balance": "0.988500", "locked": "0.000000"}
+
+
+async def test_an_owner_assertion_makes_the_caller_owner_and_a_bad_one_is_401(world, agent_server):
+    minted = await world.mint("1")
+    async with httpx.AsyncClient(base_url=world.url, headers={"Authorization": f"Bearer {world.owner_key}"}) as http:
+        for_shop = (await http.post("/api/auth/owner-assertion", json={"agent": "shop"})).json()["assertion"]
+        for_helper = (await http.post("/api/auth/owner-assertion", json={"agent": "helper"})).json()["assertion"]
+    forged = jwt.encode(jwt.decode(for_shop, options={"verify_signature": False}), Signer.new_private_pem(),
+                        algorithm="RS256", headers={"kid": jwt.get_unverified_header(for_shop)["kid"]})
+
+    def ask(assertion):
+        return openai.AsyncOpenAI(
+            base_url=f"{agent_server}/shop", api_key="unused", max_retries=0,
+            default_headers={"X-Owner-Assertion": assertion, "X-Payment-Token": minted["token"]},
+        ).chat.completions.create(model="shop", messages=[{"role": "user", "content": "hi"}])
+
+    assert "restocked" in (await ask(for_shop)).choices[0].message.content
+    for bad, words in [(for_helper, "another agent"), (forged, "Signature verification failed"), ("x.y.z", "not valid")]:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await ask(bad)
+        assert caught.value.code == "invalid_owner_assertion" and words in caught.value.message
+
+
+@pytest.mark.parametrize("kind", ["malformed", "forged", "foreign-issuer"])
+async def test_a_bad_payment_token_is_402_naming_what_is_wrong(world, agent_server, kind):
+    minted = await world.mint("1")
+    claims = {k: v for k, v in jwt.decode(minted["token"], options={"verify_signature": False}).items() if k not in ("exp", "iat")}
+    token = {
+        "malformed": "not-a-token",
+        "forged": jwt.encode({**claims, "exp": 2**31}, Signer.new_private_pem(), algorithm="RS256"),
+        "foreign-issuer": world.store.signer.sign({**claims, "iss": "https://elsewhere.example"}, 60)[0],
+    }[kind]
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client(agent_server, "shop", world.payer_key, token).chat.completions.create(
+            model="shop", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 402
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "invalid_payment_token"
+    assert {"malformed": "not valid", "forged": "signature", "foreign-issuer": "not issued by this platform"}[kind] in error["message"]

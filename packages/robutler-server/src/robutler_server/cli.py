@@ -167,4 +167,10 @@ def new_skill(name: str, directory: str, description: str | None) -> None:
 
 
 def main() -> None:
+    """The ``robutler`` command, with the commands installed plugins add
+    (``register_commands``, :mod:`robutler_server.plugins`)."""
+    from .plugins import register_commands, server_plugins
+
+    for problem in register_commands(server_plugins(), cli):
+        click.echo(f"Warning: {problem}", err=True)
     cli()

@@ -28,6 +28,7 @@ from robutler_core.hookspecs import hookspec
 from robutler_core.plugins import installed_plugins
 
 if TYPE_CHECKING:
+    import click
     from fastapi import FastAPI
 
     from robutler_core import Agent
@@ -53,6 +54,14 @@ class ServerSpecs:
         """
 
 
+    @hookspec
+    def register_commands(self, cli: click.Group) -> None:
+        """Add commands (or options of existing commands) to the ``robutler`` command line, a
+        ``click.Group``: ``cli.add_command(my_group)``. Called once when ``robutler`` starts.
+        An exception is reported on stderr naming the plugin, and the other commands still
+        work."""
+
+
 def server_plugins() -> pluggy.PluginManager:
     """The process's installed plugins (:func:`robutler_core.plugins.installed_plugins`) with
     the server's hookspecs added."""
@@ -61,7 +70,7 @@ def server_plugins() -> pluggy.PluginManager:
 
 def with_server_specs(pm: pluggy.PluginManager) -> pluggy.PluginManager:
     """``pm`` with :class:`ServerSpecs` added (once); returns ``pm``."""
-    caller = getattr(pm.hook, "register_routes", None)
+    caller = getattr(pm.hook, "register_commands", None)
     if caller is None or caller.spec is None:
         pm.add_hookspecs(ServerSpecs)
     return pm
@@ -92,3 +101,15 @@ def register_routes(
             )
         contexts.append(result)
     return contexts
+
+
+def register_commands(pm: pluggy.PluginManager, cli: Any) -> list[str]:
+    """Call every plugin's ``register_commands(cli)``; returns one line per plugin that
+    failed (the caller reports them), so that one broken plugin does not break the CLI."""
+    problems = []
+    for impl in reversed(with_server_specs(pm).hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(**{name: {"cli": cli}[name] for name in impl.argnames})
+        except Exception as exc:
+            problems.append(f"plugin '{impl.plugin_name}' failed to add its commands: {type(exc).__name__}: {exc}")
+    return problems

@@ -1,0 +1,112 @@
+"""``robutler platform ...`` admin commands and ``robutler serve --with-platform``, run as a
+user runs them: the installed ``robutler`` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import openai
+import pytest
+
+from robutler_server.testing import free_port
+
+ROBUTLER = [sys.executable, "-c", "from robutler_server.cli import main; main()"]
+ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def robutler(*args: str, dsn: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*ROBUTLER, *args, "--dsn", dsn], capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def ok(*args: str, dsn: str) -> dict:
+    done = robutler(*args, dsn=dsn)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_admin_commands_print_json_and_errors_are_one_line(platform_dsn):
+    olivia = ok("platform", "create-user", "olivia", "--email", "o@example.com", dsn=platform_dsn)
+    assert olivia["name"] == "olivia" and olivia["role"] == "user" and olivia["id"].startswith("usr_")
+    ok("platform", "create-user", "paul", dsn=platform_dsn)
+    key = ok("platform", "create-key", "olivia", dsn=platform_dsn)
+    assert key["key"].startswith("rbt_") and key["user_id"] == olivia["id"]
+    agent = ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=platform_dsn)
+    assert agent["owner_id"] == olivia["id"]
+    assert ok("platform", "add-credits", "paul", "5", dsn=platform_dsn)["balance"] == "5.000000"
+    minted = ok("platform", "mint-token", "--user", "paul", "--amount", "1.25", "--audience", "shop", dsn=platform_dsn)
+    assert set(minted) == {"token", "balance", "audience", "expires_at"} and minted["balance"] == "1.250000"
+    assert ok("platform", "balance", "--user", "paul", dsn=platform_dsn) == {"balance": "3.750000", "locked": "0.000000"}
+    assert ok("platform", "balance", "--token", minted["token"], dsn=platform_dsn)["balance"] == "1.250000"
+    assert ok("platform", "revoke-key", key["key_id"], dsn=platform_dsn) == {"key_id": key["key_id"], "revoked": True}
+
+    for args, message in [
+        (("create-user", "olivia"), "a user named 'olivia' exists already"),
+        (("mint-token", "--user", "paul", "--amount", "-1", "--audience", "shop"), "--amount must be more than 0"),
+        (("mint-token", "--user", "paul", "--amount", "100", "--audience", "shop"), "insufficient balance"),
+        (("mint-token", "--user", "nobody", "--amount", "1", "--audience", "shop"), "no user with id or name 'nobody'"),
+        (("balance",), "give either --user or --token"),
+    ]:
+        done = robutler("platform", *args, dsn=platform_dsn)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process(platform_dsn, tmp_path):
+    ok("platform", "create-user", "olivia", dsn=platform_dsn)
+    ok("platform", "create-user", "paul", dsn=platform_dsn)
+    owner_key = ok("platform", "create-key", "olivia", dsn=platform_dsn)["key"]
+    payer_key = ok("platform", "create-key", "paul", dsn=platform_dsn)["key"]
+    ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=platform_dsn)
+    ok("platform", "add-credits", "paul", "2", dsn=platform_dsn)
+    token = ok("platform", "mint-token", "--user", "paul", "--amount", "1", "--audience", "shop", dsn=platform_dsn)["token"]
+
+    port = free_port()
+    agents = tmp_path / "agents.yaml"
+    agents.write_text(textwrap.dedent(f"""
+        agents:
+          - name: shop
+            instructions: Sell things.
+            model: test
+            skills:
+              auth: {{platform_url: "http://127.0.0.1:{port}"}}
+              payments: {{platform_url: "http://127.0.0.1:{port}", per_request_lock: "0.05"}}
+    """))
+    env = {**ENV, "ROBUTLER_POSTGRES_DSN": platform_dsn, "ROBUTLER_API_KEY": owner_key}
+    server = subprocess.Popen(
+        [*ROBUTLER, "serve", str(agents), "--with-platform", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+            time.sleep(0.2)
+        me = httpx.get(f"http://127.0.0.1:{port}/api/user", headers={"Authorization": f"Bearer {payer_key}"})
+        assert me.json()["user"]["name"] == "paul"
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/shop", api_key=payer_key,
+            default_headers={"X-Payment-Token": token}, max_retries=0,
+        )
+        answer = client.chat.completions.create(model="shop", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content
+        with pytest.raises(openai.APIStatusError) as unpaid:
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/shop", api_key=payer_key, max_retries=0).chat.completions.create(
+                model="shop", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert unpaid.value.status_code == 402
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # the test model costs nothing: the lock went back to the token
+    assert ok("platform", "balance", "--token", token, dsn=platform_dsn) == {"balance": "1.000000", "locked": "0.000000"}
