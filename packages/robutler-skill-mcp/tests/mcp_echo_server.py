@@ -54,7 +54,8 @@ def build(name: str = "echo-server", only: tuple[str, ...] | None = None) -> MCP
     async def grow(ctx: Context) -> str:
         """Add the tool 'added' and say the list changed."""
         server.add_tool(lambda: "I was added", name="added", description="Added at run time.")
-        await ctx.notify_tools_changed()
+        await ctx.notify_tools_changed()  # to subscriptions/listen streams (2026-07-28)
+        await ctx.request_context.session.send_tool_list_changed()  # on the session (handshake era)
         return "grown"
 
     for func in (echo, explode, hang, picture, pid, grow):

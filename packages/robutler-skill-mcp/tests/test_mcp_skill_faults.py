@@ -111,3 +111,74 @@ async def test_shutdown_leaves_no_stdio_process():
     assert all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE for pid in pids)
     assert agent.info()["status"]["mcp"]["servers"]["a"]["state"] == "closed"
     assert agent.tools_for_scope("admin") == []
+
+
+class LateServer:
+    """The echo server over Streamable HTTP on a fixed port, started and stopped at will."""
+
+    def __init__(self, port):
+        self.port = port
+        self.server = self.thread = None
+
+    def start(self):
+        import threading
+
+        import uvicorn
+
+        config = uvicorn.Config(build("late").streamable_http_app(), host="127.0.0.1", port=self.port,
+                                log_level="warning", timeout_graceful_shutdown=0.5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    async def stop(self):
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 10)
+
+
+async def test_a_remote_server_that_goes_away_is_reconnected_on_a_later_call():
+    remote = LateServer(free_port())
+    remote.start()
+    agent = await started({"remote": {"url": f"http://127.0.0.1:{remote.port}/mcp"}})
+    try:
+        assert await agent.call_tool("echo", {"text": "1"}, context(agent)) == ("echo: 1", False)
+        await remote.stop()
+        failed = await agent.call_tool("echo", {"text": "2"}, context(agent))
+        assert failed.is_error and "ServerUnavailable: MCP server 'remote'" in failed.content
+        assert agent.info()["status"]["mcp"]["servers"]["remote"]["state"] == "down"
+        remote.start()
+        assert await agent.call_tool("echo", {"text": "3"}, context(agent)) == ("echo: 3", False)
+        assert agent.info()["status"]["mcp"]["servers"]["remote"]["state"] == "connected"
+    finally:
+        await agent.close()
+        await remote.stop()
+
+
+async def test_faults_in_a_chat_completion_are_tool_results_and_the_request_ends_in_about_the_timeout():
+    from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
+
+    model = ScriptedModel([
+        tool_call_chunks([("hang", {"seconds": 30}), ("explode", {}), ("echo", {"text": "fine"})])
+        + finish_chunks("tool_calls"),
+        text_chunks("done") + finish_chunks("stop"),
+    ])
+    # the timeout is per server: the hanging tool's is 1 s; the other server's leaves time for
+    # the SDK server's first traceback log (rich renders it in seconds, blocking that server)
+    servers = {"slow": stdio_server("hang", timeout=1), "s": stdio_server("explode,echo", timeout=10)}
+    agent = Agent("a", model=model, skills={"mcp": MCPSkill({"servers": servers})})
+    await agent.initialize()
+    try:
+        started_at = time.monotonic()
+        completion = await agent.run([{"role": "user", "content": "go"}])
+        assert 0.9 < time.monotonic() - started_at < 3
+        assert completion["choices"][0]["message"]["content"] == "done"
+        results = [m["content"] for m in model.calls[1][0] if m["role"] == "tool"]
+        assert "ToolCallTimeout" in results[0] and "within 1 s" in results[0]
+        assert "MCPToolError: Error executing tool explode" in results[1]
+        assert results[2] == "echo: fine"
+    finally:
+        await agent.close()

@@ -152,3 +152,25 @@ def test_bad_configuration_is_refused_naming_the_option(config, problem):
         MCPSkill(config)
     assert caught.value.message.startswith("MCPSkill: invalid config:")
     assert problem in caught.value.message
+
+
+async def test_a_handshake_era_session_refreshes_on_the_tools_list_changed_notification(http_server_url):
+    """Servers of the initialize handshake send notifications/tools/list_changed on the session
+    itself (2026-07-28 servers send it on a subscriptions/listen stream, tested above)."""
+    from robutler_skill_mcp.config import ServerConfig
+    from robutler_skill_mcp.connection import ServerConnection
+
+    changes = []
+    connection = ServerConnection("legacy", ServerConfig(url=http_server_url),
+                                  lambda c: changes.append(sorted(t.name for t in c.tools)), mode="legacy")
+    assert await connection.start()
+    try:
+        assert connection._client.protocol_version in ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+        assert (await connection.call_tool("grow", {})).content[0].text == "grown"
+        for _ in range(100):
+            if "added" in changes[-1]:
+                break
+            await asyncio.sleep(0.05)
+        assert "added" in changes[-1]
+    finally:
+        await connection.close()

@@ -64,11 +64,16 @@ class ServerConnection:
         on_tools: called (synchronously, on the event loop) after :attr:`tools` changed:
             listed after a connect, refreshed after ``notifications/tools/list_changed``,
             dropped (``None``) when a restart failed.
+        mode: the SDK client's ``mode``: ``auto`` (``server/discover``, falling back to the
+            ``initialize`` handshake of older servers) or ``legacy`` (the handshake only).
     """
 
-    def __init__(self, name: str, config: ServerConfig, on_tools: Callable[[ServerConnection], None]) -> None:
+    def __init__(
+        self, name: str, config: ServerConfig, on_tools: Callable[[ServerConnection], None], mode: str = "auto"
+    ) -> None:
         self.name = name
         self.config = config
+        self.mode = mode
         self.state = "starting"
         self.error: str | None = None
         self.tools: list[mcp_types.Tool] | None = None
@@ -116,21 +121,24 @@ class ServerConnection:
         """``tools/call`` on the shared session, within ``config.timeout`` seconds (a
         restart included). A ``down`` server is restarted first when its back-off allows.
 
-        Raises ToolCallTimeout (the call was cancelled), ServerUnavailable, ``MCPError`` (the
-        server refused the request) or a connection error (the session is marked lost).
+        Raises ToolCallTimeout (the call was cancelled), ServerUnavailable (the server is down,
+        or the connection was lost during the call: the next call reconnects) or ``MCPError``
+        (the server refused the request).
         """
         try:
             async with asyncio.timeout(self.config.timeout):
                 client = self._client if self.state == "connected" and self._client is not None else await self._restart()
+                lost = self._lost
                 try:
                     return await client.call_tool(name, arguments)
-                except MCPError as exc:
-                    if exc.code == mcp_types.CONNECTION_CLOSED:
-                        self._lost.set()
-                    raise
-                except CONNECTION_ERRORS:
-                    self._lost.set()
-                    raise
+                except (MCPError, *CONNECTION_ERRORS) as exc:
+                    if isinstance(exc, MCPError) and exc.code != mcp_types.CONNECTION_CLOSED:
+                        raise
+                    self._connection_lost(lost)
+                    raise ServerUnavailable(
+                        f"MCP server '{self.name}': the connection was lost during the call "
+                        f"({_describe(exc)}); the next call reconnects"
+                    ) from exc
         except TimeoutError:
             raise ToolCallTimeout(
                 f"MCP server '{self.name}' did not answer tool '{name}' within {self.config.timeout:g} s; "
@@ -183,11 +191,27 @@ class ServerConnection:
         self._on_tools(self)
 
     async def _end_session(self) -> None:
+        """Stop the session task and wait for it (a stdio server's shutdown is bounded by the
+        SDK: about 6 s at most); one that does not end within 10 s is cancelled."""
         session, self._session = self._session, None
         if session is not None:
             self._stop.set()
-            await asyncio.gather(session, return_exceptions=True)
+            done, _ = await asyncio.wait({session}, timeout=10)
+            if not done:
+                session.cancel()
+                await asyncio.gather(session, return_exceptions=True)
         self._client = None
+
+    def _connection_lost(self, lost: asyncio.Event) -> None:
+        """The session whose ``lost`` event this is has lost its connection (its transport
+        ended, or a call hit a closed connection): unless it was already replaced or is being
+        stopped, the server is ``down`` from now on, so the next call restarts it."""
+        if lost.is_set():
+            return
+        lost.set()
+        if lost is self._lost and self.state == "connected" and not self._stop.is_set() and not self._closing:
+            self.state, self.error, self._client = "down", "the connection was lost", None
+            logger.warning("MCP server '%s': the connection was lost; it restarts on the next call", self.name)
 
     async def _run_session(self, ready: asyncio.Future[None], stop: asyncio.Event, lost: asyncio.Event) -> None:
         """The session's task: enter the client, list the tools, serve until ``stop`` (close,
@@ -197,7 +221,7 @@ class ServerConnection:
             async with contextlib.AsyncExitStack() as stack:
                 transport = await self._transport(stack, lost)
                 client = await stack.enter_async_context(
-                    Client(transport, cache=None, message_handler=self._on_message)
+                    Client(transport, cache=None, message_handler=self._on_message, mode=self.mode)
                 )
                 self.tools = await _list_tools(client)
                 self._client = client
@@ -220,11 +244,9 @@ class ServerConnection:
             elif not stop.is_set():
                 logger.debug("MCP server '%s': session ended with %r", self.name, exc)
         finally:
+            self._connection_lost(lost)  # the session ended without being asked to: lost
             if self._stop is stop:
                 self._client = None
-                if lost.is_set() and not stop.is_set() and not self._closing:
-                    self.state, self.error = "down", "the connection was lost"
-                    logger.warning("MCP server '%s': the connection was lost; it restarts on the next call", self.name)
 
     async def _transport(self, stack: contextlib.AsyncExitStack, lost: asyncio.Event) -> Any:
         config = self.config
@@ -240,7 +262,7 @@ class ServerConnection:
         else:
             http_client = await stack.enter_async_context(create_mcp_http_client(headers=config.headers))
             inner = streamable_http_client(config.url, http_client=http_client)
-        return _watched(inner, lost)
+        return _watched(inner, lambda: self._connection_lost(lost))
 
     async def _on_message(self, message: Any) -> None:
         """The session's message handler: ``notifications/tools/list_changed`` (handshake-era
@@ -313,8 +335,8 @@ class ServerConnection:
 
 
 @contextlib.asynccontextmanager
-async def _watched(transport: Any, lost: asyncio.Event) -> AsyncIterator[Any]:
-    """``transport``'s streams, with ``lost`` set when its read stream ends (a stdio server
+async def _watched(transport: Any, on_lost: Callable[[], None]) -> AsyncIterator[Any]:
+    """``transport``'s streams, calling ``on_lost`` when its read stream ends (a stdio server
     exited, an SSE stream closed): the session then ends instead of failing call after call."""
     async with transport as (read_stream, write_stream):
         send, receive = anyio.create_memory_object_stream[Any](0)
@@ -327,7 +349,7 @@ async def _watched(transport: Any, lost: asyncio.Event) -> AsyncIterator[Any]:
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
             finally:
-                lost.set()
+                on_lost()
 
         async with anyio.create_task_group() as group:
             group.start_soon(pump)
