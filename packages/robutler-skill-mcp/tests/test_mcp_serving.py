@@ -140,3 +140,17 @@ async def test_concurrent_calls_share_nothing(served):
 
     results = await call(url, session)
     assert [r.content[0].text for r in results] == [str(2 * i) for i in range(20)]
+
+
+async def test_the_mcp_route_answers_503_outside_the_apps_lifespan_and_works_again_after_a_restart():
+    import httpx
+
+    app = create_app([Agent("solo", model="test")])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.post("/solo/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 503
+    assert response.json()["error"]["message"] == "the MCP server is not running (the app's lifespan has not started)"
+    for _ in range(2):  # the lifespan runs twice: each run has its own session managers
+        with serve_in_thread(app) as url:
+            names = await call(f"{url}/solo/mcp", lambda client: client.list_tools())
+            assert [t.name for t in names.tools] == ["chat"]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import mcp_types
 from mcp.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.responses import JSONResponse
 from mcp.shared.exceptions import MCPError
 
 from robutler_core.errors import RobutlerError
@@ -39,22 +40,65 @@ _headers: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("robut
 
 
 def mount_agents(app: Any, agents: Mapping[str, Agent]) -> contextlib.AbstractAsyncContextManager[None]:
-    """Add ``/{name}/mcp`` to ``app`` for each agent; returns the context manager that runs
-    the session managers for the app's lifetime (robutler-server's ``register_routes``)."""
-    managers = []
-    for name, agent in agents.items():
-        manager = StreamableHTTPSessionManager(app=agent_server(agent), stateless=True)
-        managers.append(manager)
-        app.add_route(f"/{name}/mcp", _WithHeaders(StreamableHTTPASGIApp(manager)), methods=["GET", "POST", "DELETE"])
+    """Add ``/{name}/mcp`` to ``app`` for each agent; returns the async context manager that
+    runs the SDK's session managers while the app serves (robutler-server's
+    ``register_routes``). It may be entered again after an exit (an app whose lifespan runs
+    more than once): each entry runs new session managers. Outside it, ``/{name}/mcp``
+    answers 503."""
+    lifetime = _Lifetime({name: agent_server(agent) for name, agent in agents.items()})
+    for name in agents:
+        app.add_route(f"/{name}/mcp", _Endpoint(lifetime, name), methods=["GET", "POST", "DELETE"])
+    return lifetime
 
-    @contextlib.asynccontextmanager
-    async def lifetime() -> AsyncIterator[None]:
+
+class _Lifetime:
+    """Runs one stateless ``StreamableHTTPSessionManager`` per agent while entered (a
+    manager runs once: each entry makes new ones)."""
+
+    def __init__(self, servers: dict[str, Server[Any]]) -> None:
+        self.servers = servers
+        self._running: list[tuple[contextlib.AsyncExitStack, dict[str, StreamableHTTPSessionManager]]] = []
+
+    def manager(self, name: str) -> StreamableHTTPSessionManager | None:
+        return self._running[-1][1][name] if self._running else None
+
+    async def __aenter__(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            for manager in managers:
-                await stack.enter_async_context(manager.run())
-            yield
+            managers = {}
+            for name, server in self.servers.items():
+                managers[name] = StreamableHTTPSessionManager(app=server, stateless=True)
+                await stack.enter_async_context(managers[name].run())
+            self._running.append((stack.pop_all(), managers))
 
-    return lifetime()
+    async def __aexit__(self, *exc_info: Any) -> None:
+        stack, _ = self._running.pop()
+        await stack.__aexit__(*exc_info)
+
+
+class _Endpoint:
+    """The ASGI endpoint of ``/{name}/mcp``: the request's headers in a context variable (the
+    SDK runs the handlers in tasks that inherit it), then the running session manager."""
+
+    def __init__(self, lifetime: _Lifetime, name: str) -> None:
+        self.lifetime = lifetime
+        self.name = name
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        manager = self.lifetime.manager(self.name)
+        if manager is None:
+            response = JSONResponse(
+                {"error": {"message": "the MCP server is not running (the app's lifespan has not started)",
+                           "type": "service_unavailable", "param": None, "code": None}},
+                status_code=503,
+            )
+            await response(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        token = _headers.set(headers)
+        try:
+            await manager.handle_request(scope, receive, send)
+        finally:
+            _headers.reset(token)
 
 
 def agent_server(agent: Agent) -> Server[Any]:
@@ -129,18 +173,3 @@ def _mcp_error(exc: RobutlerError) -> MCPError:
 
 def _text_result(text: str, is_error: bool) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(content=[mcp_types.TextContent(type="text", text=text)], is_error=is_error)
-
-
-class _WithHeaders:
-    """ASGI wrapper: the HTTP request's headers, for the handlers the SDK runs for it."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        token = _headers.set(headers)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _headers.reset(token)
