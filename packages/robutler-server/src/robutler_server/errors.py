@@ -187,8 +187,10 @@ def offered_routes(app: FastAPI) -> list[str]:
     return list(dict.fromkeys(offered))
 
 
-def sse_event(payload: Any) -> str:
-    """One server-sent event: ``data: {json}\\n\\n`` (an error envelope redacted)."""
+def sse_event(payload: Any, event: str | None = None) -> str:
+    """One server-sent event: ``data: {json}\\n\\n`` (an error envelope redacted), after
+    ``event: {event}`` when an event name is given (the Responses API names each event)."""
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         payload = _redacted(payload)
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    name = f"event: {event}\n" if event else ""
+    return f"{name}data: {json.dumps(payload, separators=(',', ':'))}\n\n"

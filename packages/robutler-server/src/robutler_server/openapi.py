@@ -338,14 +338,22 @@ def _chat_completion_200() -> dict[str, Any]:
             }
         },
     }
-    return {
-        "description": "A `chat.completion`; with `stream: true`, server-sent events: one "
+    return _answer_200(
+        "A `chat.completion`; with `stream: true`, server-sent events: one "
         "`data: {chat.completion.chunk}` per chunk (with `stream_options.include_usage`, a last "
         "chunk with only `usage`), then `data: [DONE]`. An error after the first event ends the "
         "stream with `data: {error envelope}` and no `[DONE]`.",
+        "ChatCompletion", event,
+    )
+
+
+def _answer_200(description: str, schema: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The 200 of a route that answers with ``schema`` (JSON) or, streaming, with ``event``s."""
+    return {
+        "description": description,
         "headers": dict(_MODEL_HEADER),
         "content": {
-            "application/json": {"schema": _ref("ChatCompletion")},
+            "application/json": {"schema": _ref(schema)},
             "text/event-stream": {"schema": event},
         },
     }
@@ -375,13 +383,9 @@ def _response_200() -> dict[str, Any]:
             },
         },
     }
-    return {
-        "description": "A `response`; with `stream: true`, server-sent events `event: TYPE` / "
+    return _answer_200(
+        "A `response`; with `stream: true`, server-sent events `event: TYPE` / "
         "`data: {event}`: `response.created`, `response.in_progress`, the output items' events, "
         "then `response.completed`, `response.incomplete` or `response.failed`.",
-        "headers": dict(_MODEL_HEADER),
-        "content": {
-            "application/json": {"schema": _ref("Response")},
-            "text/event-stream": {"schema": event},
-        },
-    }
+        "Response", event,
+    )

@@ -17,7 +17,6 @@ conversation, checks that the caller owns it (404 otherwise) and puts it before 
 from __future__ import annotations
 
 import contextlib
-import json
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from robutler_core.context import Context
 from robutler_core.errors import BadRequestError, MaxTurnsExceeded, NotFoundError, RobutlerError
 
 from .disconnect import until_disconnected
-from .errors import internal_error, logger, redact
+from .errors import internal_error, logger, redact, sse_event
 from .responses_schemas import ResponsesRequest
 from .responses_store import ResponseStore, StoredResponse
 from .responses_wire import (
@@ -242,7 +241,7 @@ async def _events(
 
 def _sse(event: dict[str, Any]) -> str:
     """One SSE event as OpenAI sends them: ``event: {type}`` then ``data: {json}``."""
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+    return sse_event(event, event["type"])
 
 
 def model_header(context: Context) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .schemas import JSONSchema, _Strict, check_json_schema, reject_lone_surrogates
+from .schemas import JSONSchema, _Strict, check_json_schema, reject_lone_surrogates, string_or_list
 
 # --- content parts (OpenAI: ResponseInputText, ResponseInputImage, ResponseInputFile, ...) ---
 
@@ -61,18 +61,7 @@ class Refusal(_Strict):
 InputContent = Annotated[Union[InputText, InputImage, InputFile, OutputText, Refusal], Field(discriminator="type")]
 
 
-def _content_kind(value: Any) -> str | None:
-    return "string" if isinstance(value, str) else "parts" if isinstance(value, list) else None
-
-
-Content = Annotated[
-    Union[Annotated[str, Tag("string")], Annotated[list[InputContent], Tag("parts")]],
-    Discriminator(
-        _content_kind,
-        custom_error_type="content_type",
-        custom_error_message="Input should be a string or a list of content parts",
-    ),
-]
+Content = string_or_list(InputContent)
 
 
 # --- input items (OpenAI: ResponseInputItemParam) -------------------------------------------
@@ -135,14 +124,7 @@ InputItem = Annotated[
 ]
 
 
-Input = Annotated[
-    Union[Annotated[str, Tag("string")], Annotated[list[InputItem], Tag("parts")]],
-    Discriminator(
-        _content_kind,
-        custom_error_type="input_type",
-        custom_error_message="Input should be a string or a list of input items",
-    ),
-]
+Input = string_or_list(InputItem, "input items", "input_type")
 
 
 # --- tools, tool choice, text format ----------------------------------------------------------

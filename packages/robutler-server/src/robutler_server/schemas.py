@@ -129,17 +129,22 @@ def _content_kind(value: Any) -> str | None:
     return "string" if isinstance(value, str) else "parts" if isinstance(value, list) else None
 
 
-def _content(*parts: type[BaseModel]) -> Any:
-    """A message's ``content``: a string, or a list of the given content parts (by ``type``)."""
-    part = Annotated[Union[parts], Field(discriminator="type")] if len(parts) > 1 else parts[0]
+def string_or_list(item: Any, what: str = "content parts", error_type: str = "content_type") -> Any:
+    """A field that is a string or a list of ``item``: a validation error says "Input should be
+    a string or a list of ``what``" rather than listing both members' errors."""
     return Annotated[
-        Union[Annotated[str, Tag("string")], Annotated[list[part], Tag("parts")]],  # type: ignore[valid-type]
+        Union[Annotated[str, Tag("string")], Annotated[list[item], Tag("parts")]],  # type: ignore[valid-type]
         Discriminator(
             _content_kind,
-            custom_error_type="content_type",
-            custom_error_message="Input should be a string or a list of content parts",
+            custom_error_type=error_type,
+            custom_error_message=f"Input should be a string or a list of {what}",
         ),
     ]
+
+
+def _content(*parts: type[BaseModel]) -> Any:
+    """A message's ``content``: a string, or a list of the given content parts (by ``type``)."""
+    return string_or_list(Annotated[Union[parts], Field(discriminator="type")] if len(parts) > 1 else parts[0])
 
 
 TextContent = _content(TextPart)
