@@ -11,7 +11,7 @@ import jwt
 import openai
 import pytest
 
-from robutler_core import Agent, Skill, tool
+from robutler_core import Agent, Skill, hook, tool
 from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_chunks
 from robutler_core.testing.models import ScriptedModel
 from robutler_server import create_app
@@ -205,11 +205,24 @@ class MeteredModel(ScriptedModel):
                 raise
 
 
-def metered_agent(world, model, markup="1") -> Agent:
+class UsageRecorder(Skill):
+    """Keeps each request's usage records as ``finalize_connection`` sees them."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    @hook("finalize_connection")
+    def keep(self, context):
+        self.records.append(list(context.usage_records))
+
+
+def metered_agent(world, model, markup="1", recorder=None) -> Agent:
     return Agent("shop", "Sell things.", model=model, skills={
         "auth": AuthSkill({"platform_url": world.url, "api_key": world.owner_key}),
         "payments": PaymentSkill({"platform_url": world.url, "api_key": world.owner_key, "markup": markup}),
         "shop": Shop(),
+        "recorder": recorder or UsageRecorder(),
     })
 
 
@@ -223,13 +236,16 @@ def search_then_answer(answer_chunks):
 async def test_model_calls_are_charged_at_cost_times_markup_and_tools_as_declared(world):
     minted = await world.mint("1")
     model = MeteredModel(search_then_answer(text_chunks("Lamps!") + finish_chunks("stop", usage=USAGE)))
-    with serve_in_thread(create_app([metered_agent(world, model, markup="2")])) as url:
+    recorder = UsageRecorder()
+    with serve_in_thread(create_app([metered_agent(world, model, markup="2", recorder=recorder)])) as url:
         answer = await client(url, "shop", world.payer_key, minted["token"]).chat.completions.create(
             model="shop", messages=[{"role": "user", "content": "lamps?"}]
         )
         assert answer.choices[0].message.content == "Lamps!"
         await asyncio.sleep(0.2)
-    # two model calls at 0.0015 x 2, one search at 0.01
+    (records,) = recorder.records
+    assert [(r.kind, r.credits) for r in records] == [("llm", 0.0015), ("tool", 0.01), ("llm", 0.0015)]
+    # the settle is the records' total: two model calls at 0.0015 x 2, one search at 0.01
     assert [s["amount"] for s in await settles(world)] == [to_micros("0.016")]
 
 
@@ -276,6 +292,21 @@ async def test_an_owner_assertion_makes_the_caller_owner_and_a_bad_one_is_401(wo
         with pytest.raises(openai.AuthenticationError) as caught:
             await ask(bad)
         assert caught.value.code == "invalid_owner_assertion" and words in caught.value.message
+
+
+async def test_an_owner_tool_called_by_a_users_model_does_not_run(world):
+    minted = await world.mint("1")
+    model = MeteredModel([
+        tool_call_chunks([("restock", {"item": "lamps"})]) + finish_chunks("tool_calls"),
+        text_chunks("ok") + finish_chunks("stop"),
+    ])
+    with serve_in_thread(create_app([metered_agent(world, model)])) as url:
+        await client(url, "shop", world.payer_key, minted["token"]).chat.completions.create(
+            model="shop", messages=[{"role": "user", "content": "restock!"}]
+        )
+    tool_result = model.calls[1][0][-1]
+    assert tool_result["role"] == "tool" and "restocked" not in tool_result["content"]
+    assert "no tool named 'restock'" in tool_result["content"]  # not offered to a user, and not run
 
 
 @pytest.mark.parametrize("kind", ["malformed", "forged", "foreign-issuer"])
