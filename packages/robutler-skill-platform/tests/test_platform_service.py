@@ -253,7 +253,7 @@ async def test_delegation_carves_a_child_token_out_of_the_parent(world):
         )
         child = response.json()
         assert child["balance"] == "0.250000" and child["audience"] == "helper" and child["depth"] == 1
-        assert child["expiresAt"] <= minted["expires_at"]
+        assert child["expires_at"] <= minted["expires_at"]
         deeper = await client.post(
             "/api/payments/delegate", json={"parentToken": child["token"], "delegateTo": "shop", "amount": "0.1"}
         )

@@ -606,7 +606,8 @@ class PlatformStore:
         token's balance; the caller must own the parent token's agent, and the parent's depth
         must be below its ``max_depth``. The child expires no later than the parent.
 
-        Returns ``{token, tokenId, balance, audience, expiresAt, depth, maxDepth}``.
+        Returns what minting does (``{token, token_id, balance, audience, expires_at}``) plus
+        ``depth`` and ``max_depth``.
         """
 
         async def operation(connection: asyncpg.Connection) -> dict[str, Any]:
@@ -644,12 +645,12 @@ class PlatformStore:
             )
             return {
                 "token": child,
-                "tokenId": child_claims["jti"],
+                "token_id": child_claims["jti"],
                 "balance": to_dollars(micros),
                 "audience": delegate_to,
-                "expiresAt": _iso(datetime.fromtimestamp(child_claims["exp"], timezone.utc)),
+                "expires_at": _iso(datetime.fromtimestamp(child_claims["exp"], timezone.utc)),
                 "depth": depth,
-                "maxDepth": claims["payment"]["max_depth"],
+                "max_depth": claims["payment"]["max_depth"],
             }
 
         request = {"op": "delegate", "parent": parent_token, "to": delegate_to, "amount": micros}
