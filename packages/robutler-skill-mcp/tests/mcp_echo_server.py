@@ -67,5 +67,8 @@ def build(name: str = "echo-server", only: tuple[str, ...] | None = None) -> MCP
 
 
 if __name__ == "__main__":
+    refuse = os.environ.get("MCP_ECHO_REFUSE_IF_EXISTS")  # a start-up failure, on demand
+    if refuse and os.path.exists(refuse):
+        sys.exit(f"refusing to start: {refuse} exists")
     only = tuple(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
     build(only=only).run("stdio")

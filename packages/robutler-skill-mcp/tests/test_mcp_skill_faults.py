@@ -182,3 +182,24 @@ async def test_faults_in_a_chat_completion_are_tool_results_and_the_request_ends
         assert results[2] == "echo: fine"
     finally:
         await agent.close()
+
+
+async def test_a_stdio_server_that_does_not_come_back_loses_its_tools_until_it_does(tmp_path):
+    refuse = tmp_path / "refuse"
+    agent = await started({"echo": stdio_server("echo,pid", env={"MCP_ECHO_REFUSE_IF_EXISTS": str(refuse)})})
+    connection = agent.skills["mcp"].connections["echo"]
+    try:
+        pid = int((await agent.call_tool("pid", {}, context(agent))).content)
+        refuse.touch()
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: connection.state == "down")
+        failed = await agent.call_tool("echo", {"text": "x"}, context(agent))
+        assert failed.is_error and "ServerUnavailable: MCP server 'echo' is down:" in failed.content
+        assert agent.tools_for_scope("all") == []  # dropped: the model is not offered a dead server
+        status = agent.info("owner")["status"]["mcp"]["servers"]["echo"]
+        assert status["state"] == "down" and 0 < status["retry_in"] <= 1.0
+        refuse.unlink()  # it can start again: the background retry brings its tools back
+        await wait_for(lambda: {t.name for t in agent.tools_for_scope("all")} == {"echo", "pid"}, seconds=15)
+        assert await agent.call_tool("echo", {"text": "back"}, context(agent)) == ("echo: back", False)
+    finally:
+        await agent.close()

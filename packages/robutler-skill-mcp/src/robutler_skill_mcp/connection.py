@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -151,7 +152,7 @@ class ServerConnection:
                 return self._client
             if self._closing:
                 raise ServerUnavailable(f"MCP server '{self.name}' is closed")
-            wait = self._next_attempt - asyncio.get_running_loop().time()
+            wait = self._next_attempt - time.monotonic()
             if wait > 0:
                 raise ServerUnavailable(
                     f"MCP server '{self.name}' is down ({self.error}); next attempt in {wait:.1f} s"
@@ -297,9 +298,8 @@ class ServerConnection:
             self._on_tools(self)
 
     async def _retry_until_connected(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closing:
-            await asyncio.sleep(max(0.0, self._next_attempt - loop.time()))
+            await asyncio.sleep(max(0.0, self._next_attempt - time.monotonic()))
             async with self._lock:
                 if self.state == "connected" or self._closing:
                     return
@@ -315,7 +315,7 @@ class ServerConnection:
     def _failed(self, exc: BaseException) -> None:
         self._failures += 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
-        self._next_attempt = asyncio.get_running_loop().time() + delay
+        self._next_attempt = time.monotonic() + delay
         self.state, self.error = "down", _describe(exc)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -331,7 +331,7 @@ class ServerConnection:
         """Seconds until the next attempt to reach a ``down`` server (``None`` otherwise)."""
         if self.state != "down":
             return None
-        return max(0.0, self._next_attempt - asyncio.get_running_loop().time())
+        return max(0.0, self._next_attempt - time.monotonic())
 
 
 @contextlib.asynccontextmanager
