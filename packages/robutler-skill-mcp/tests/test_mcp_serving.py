@@ -3,10 +3,10 @@ one and chat, with the agent's request lifecycle and the caller's scope."""
 
 import asyncio
 
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from robutler_core import Agent, Skill, hook, tool
@@ -66,7 +66,7 @@ def served():
 
 async def call(url, action, token=None, **client_options):
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with create_mcp_http_client(headers=headers) as http:
+    async with httpx2.AsyncClient(headers=headers) as http:
         async with Client(streamable_http_client(url, http_client=http), **client_options) as client:
             try:
                 return await action(client)

@@ -25,7 +25,6 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -261,7 +260,10 @@ class ServerConnection:
         elif config.transport == "sse":
             inner = sse_client(config.url, headers=config.headers, timeout=config.connect_timeout)
         else:
-            http_client = await stack.enter_async_context(create_mcp_http_client(headers=config.headers))
+            # a long read timeout: the server may hold a response stream open (the SDK's default)
+            http_client = await stack.enter_async_context(httpx2.AsyncClient(
+                headers=config.headers, timeout=httpx2.Timeout(config.connect_timeout, read=300.0),
+            ))
             inner = streamable_http_client(config.url, http_client=http_client)
         return _watched(inner, lambda: self._connection_lost(lost))
 
