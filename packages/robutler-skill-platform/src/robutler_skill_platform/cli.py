@@ -67,14 +67,16 @@ def platform() -> None:
 @platform.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to bind.")
+@click.option("--embedding-model", envvar="ROBUTLER_PLATFORM_EMBEDDING_MODEL", metavar="PROVIDER/MODEL",
+              help="Embeds intents for discovery (e.g. local/all-MiniLM-L6-v2); default: text search.")
 @dsn_option
-def serve(host: str, port: int, dsn: str | None) -> None:
+def serve(host: str, port: int, embedding_model: str | None, dsn: str | None) -> None:
     """Serve the platform API at /api."""
     import uvicorn
 
     from .service import create_service_app
 
-    uvicorn.run(create_service_app(dsn), host=host, port=port)
+    uvicorn.run(create_service_app(dsn, embedding_model=embedding_model), host=host, port=port)
 
 
 @platform.command("create-user")

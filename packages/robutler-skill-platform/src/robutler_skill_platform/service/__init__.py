@@ -19,9 +19,16 @@ from fastapi import FastAPI, Request
 from robutler_core.errors import ServiceUnavailableError
 
 from .api import build_router
+from .discovery import Discovery
 from .store import PlatformStore
 
 DEFAULT_ISSUER = "robutler-platform"
+
+
+def embedding_model_from_env() -> str | None:
+    """The model that embeds intents: ``$ROBUTLER_PLATFORM_EMBEDDING_MODEL`` or ``None``
+    (text search)."""
+    return os.environ.get("ROBUTLER_PLATFORM_EMBEDDING_MODEL") or None
 
 
 def issuer_from_env() -> str:
@@ -44,35 +51,55 @@ async def open_store(dsn: str | None = None, issuer: str | None = None) -> Platf
 
 
 class PlatformService:
-    """The service's routes and its store's lifetime, to serve alone or beside agents."""
+    """The service's routes and its store's lifetime, to serve alone or beside agents.
 
-    def __init__(self, dsn: str | None = None, issuer: str | None = None) -> None:
+    Args:
+        dsn: PostgreSQL URL (default ``$ROBUTLER_POSTGRES_DSN``, else embedded).
+        issuer: the tokens' ``iss`` (default :func:`issuer_from_env`).
+        embedding_model: ``"provider/model"`` embedding intents (default
+            :func:`embedding_model_from_env`; ``None``: text search).
+    """
+
+    def __init__(self, dsn: str | None = None, issuer: str | None = None, embedding_model: str | None = None) -> None:
         self.dsn = dsn
         self.issuer = issuer
+        self.embedding_model = embedding_model or embedding_model_from_env()
         self.store: PlatformStore | None = None
-        self.router = build_router(self._store_of)
+        self.discovery: Discovery | None = None
+        self.router = build_router(self._store_of, self._discovery_of)
 
     def _store_of(self, request: Request) -> PlatformStore:
         if self.store is None:
             raise ServiceUnavailableError("the platform service is starting or stopped", code="platform_unavailable")
         return self.store
 
+    def _discovery_of(self, request: Request) -> Discovery:
+        if self.discovery is None:
+            raise ServiceUnavailableError("the platform service is starting or stopped", code="platform_unavailable")
+        return self.discovery
+
     @contextlib.asynccontextmanager
     async def lifetime(self) -> AsyncIterator[PlatformService]:
-        """Open the store for the app's lifetime and close it after."""
-        self.store = await open_store(self.dsn, self.issuer)
+        """Open the store and discovery for the app's lifetime and close them after."""
+        store = await open_store(self.dsn, self.issuer)
+        discovery = Discovery(store.database, self.embedding_model)
         try:
+            await discovery.open()
+            self.store, self.discovery = store, discovery
             yield self
         finally:
-            store, self.store = self.store, None
+            self.store = self.discovery = None
+            await discovery.close()
             await store.database.close()
 
 
-def create_service_app(dsn: str | None = None, issuer: str | None = None) -> FastAPI:
+def create_service_app(
+    dsn: str | None = None, issuer: str | None = None, embedding_model: str | None = None
+) -> FastAPI:
     """The platform service as its own FastAPI app (``robutler platform serve``)."""
     from robutler_server.errors import install_error_handlers
 
-    service = PlatformService(dsn, issuer)
+    service = PlatformService(dsn, issuer, embedding_model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ from robutler_core.errors import AuthenticationError, BadRequestError
 
 from ..client import api_key_of
 from ..money import InvalidAmountError, to_micros
+from .discovery import Discovery
 from .store import PlatformStore
 
 Dollars = Any  # checked by money.to_micros: a decimal string or a number, not a boolean
@@ -83,6 +84,24 @@ class OwnerAssertionRequest(_Body):
     agent: str
 
 
+class IntentItem(_Body):
+    intent: str
+    agent_id: str
+    description: str | None = None
+    url: str | None = None
+
+
+class IntentsRequest(_Body):
+    intents: list[IntentItem]
+    replace: bool = False
+
+
+class DiscoveryRequest(_Body):
+    query: str
+    limit: int = 10
+    types: list[str] = ["agents", "intents"]
+
+
 def micros(value: Any, field: str, *, allow_zero: bool = False) -> int:
     """``value`` dollars as micro-dollars; 400 naming ``field`` when it is not an amount."""
     try:
@@ -91,15 +110,19 @@ def micros(value: Any, field: str, *, allow_zero: bool = False) -> int:
         raise BadRequestError(str(exc), param=field) from None
 
 
-def build_router(store_of: Any) -> APIRouter:
-    """The ``/api`` routes; ``store_of(request)`` gives the :class:`PlatformStore` (set up by
-    the app's lifespan)."""
+def build_router(store_of: Any, discovery_of: Any) -> APIRouter:
+    """The ``/api`` routes; ``store_of(request)`` gives the :class:`PlatformStore` and
+    ``discovery_of(request)`` the :class:`Discovery` (set up by the app's lifespan)."""
     router = APIRouter(prefix="/api", tags=["platform"])
 
     async def store(request: Request) -> PlatformStore:
         return store_of(request)
 
+    async def discovery(request: Request) -> Discovery:
+        return discovery_of(request)
+
     Store = Annotated[PlatformStore, Depends(store)]
+    Search = Annotated[Discovery, Depends(discovery)]
 
     async def caller(
         platform: Store,
@@ -132,6 +155,14 @@ def build_router(store_of: Any) -> APIRouter:
     async def owner_assertion(body: OwnerAssertionRequest, user: Caller, platform: Store) -> dict[str, Any]:
         agent = await platform.agent(body.agent)
         return {"assertion": platform.owner_assertion(user, agent)}
+
+    @router.post("/intents/create")
+    async def create_intents(body: IntentsRequest, user: Caller, search: Search) -> dict[str, Any]:
+        return await search.publish(user, [i.model_dump() for i in body.intents], body.replace)
+
+    @router.post("/discovery")
+    async def discover(body: DiscoveryRequest, user: Caller, search: Search) -> dict[str, Any]:
+        return await search.search(body.query, body.limit, body.types)
 
     @router.post("/payments/verify")
     async def verify(body: VerifyRequest, user: Caller, platform: Store) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from robutler_core.errors import (
 )
 
 from ..money import to_dollars
+from .discovery import MIGRATION as DISCOVERY_MIGRATION
 from .tokens import Signer, TokenError
 
 MIGRATIONS = [
@@ -118,6 +119,7 @@ MIGRATIONS = [
         PRIMARY KEY (user_id, key)
     );
     """,
+    DISCOVERY_MIGRATION,
 ]
 
 ROLES = ("user", "admin")
@@ -559,12 +561,27 @@ class PlatformStore:
         request = {"op": "settle", "lock": lock_id, "charges": charges, "release": release}
         return await self.idempotent(caller["id"], key, request, operation)
 
+    @staticmethod
+    async def _refund_account(connection: asyncpg.Connection, token_id: str) -> str:
+        """Where what is left for token ``token_id`` goes: the token while it is open, else
+        (released) its parent's refund account for a delegated token, else its payer."""
+        while True:
+            token = await connection.fetchrow(
+                "SELECT user_id, parent_id, closed_at FROM platform_tokens WHERE id = $1", token_id
+            )
+            if token["closed_at"] is None:
+                return f"token:{token_id}"
+            if token["parent_id"] is None:
+                return f"user:{token['user_id']}"
+            token_id = token["parent_id"]
+
     async def _release_lock(
         self, connection: asyncpg.Connection, created_by: str, lock: asyncpg.Record, status: str
     ) -> int:
         rest = await self._balance(connection, f"lock:{lock['id']}")
+        target = await self._refund_account(connection, lock["token_id"])
         await self.transfer(
-            connection, "release", {f"lock:{lock['id']}": -rest, f"token:{lock['token_id']}": rest},
+            connection, "release", {f"lock:{lock['id']}": -rest, target: rest},
             created_by=created_by, lock_id=lock["id"], token_id=lock["token_id"],
         )
         await connection.execute(
@@ -575,9 +592,10 @@ class PlatformStore:
     async def release(
         self, caller: dict[str, Any], *, lock_id: str | None, token: Any, key: str | None
     ) -> dict[str, Any]:
-        """Release a lock (its rest goes back to its token) or a token (its unlocked balance
-        goes back to the paying user and the token closes; the payer or the owner of its
-        agent may). Returns ``{releasedAmountDollars, lockId | tokenId}``."""
+        """Release a lock (its rest goes back to its token) or a token (it closes, and its
+        unlocked balance goes back to its parent token for a delegated one, else to the paying
+        user; the payer or the owner of its agent may). What a lock of a closed token gives
+        back later follows the same way. Returns ``{releasedAmountDollars, lockId | tokenId}``."""
 
         async def operation(connection: asyncpg.Connection) -> dict[str, Any]:
             if lock_id is not None:
@@ -585,15 +603,25 @@ class PlatformStore:
                 rest = await self._release_lock(connection, caller["id"], lock, "released")
                 return {"lockId": lock_id, "releasedAmountDollars": to_dollars(rest)}
             claims = await self._open_token(connection, token)
-            if caller["id"] not in (claims["sub"], await self._owner_of(connection, claims["aud"])):
-                raise PermissionDeniedError("only the payer or the owner of the token's agent may release it")
+            allowed = {claims["sub"], await self._owner_of(connection, claims["aud"])}
+            parent_audience = await connection.fetchval(
+                "SELECT p.audience FROM platform_tokens t JOIN platform_tokens p ON p.id = t.parent_id WHERE t.id = $1",
+                claims["jti"],
+            )
+            if parent_audience is not None:  # the delegating agent's owner
+                allowed.add(await self._owner_of(connection, parent_audience))
+            if caller["id"] not in allowed:
+                raise PermissionDeniedError(
+                    "only the payer, the owner of the token's agent or the owner of the agent that delegated it may release it"
+                )
             await connection.execute("SELECT 1 FROM platform_tokens WHERE id = $1 FOR UPDATE", claims["jti"])
+            await connection.execute("UPDATE platform_tokens SET closed_at = now() WHERE id = $1", claims["jti"])
             rest = await self._balance(connection, f"token:{claims['jti']}")
+            target = await self._refund_account(connection, claims["jti"])
             await self.transfer(
-                connection, "release", {f"token:{claims['jti']}": -rest, f"user:{claims['sub']}": rest},
+                connection, "release", {f"token:{claims['jti']}": -rest, target: rest},
                 created_by=caller["id"], token_id=claims["jti"],
             )
-            await connection.execute("UPDATE platform_tokens SET closed_at = now() WHERE id = $1", claims["jti"])
             return {"tokenId": claims["jti"], "releasedAmountDollars": to_dollars(rest)}
 
         request = {"op": "release", "lock": lock_id, "token": token}
