@@ -1,13 +1,14 @@
 """What the mcp skill adds to an MCP tool call, side by side in one run:
 
 - per-call latency (p50, p95) of the ``echo`` tool of an MCP server (the SDK's ``MCPServer``,
-  stdio or Streamable HTTP) called directly with the SDK's ``mcp.Client``, through the skill's
-  tool (``Tool.invoke``: schema check with jsonschema, the shared session, result text), and
-  through the agent (``Agent.call_tool``: the request frame with ``on_connection`` and
-  ``finalize_connection``, ``before/after_toolcall``, the tool); the three alternate call by
-  call, so drift hits them alike. Target: under 1 ms added at p50.
-- tool calls per second with ``--concurrency`` (50) concurrent requests over the agent's one
-  shared session, and over one direct SDK session for reference.
+  stdio or Streamable HTTP) called directly with the SDK's ``mcp.Client`` (the very session
+  the skill holds, so the same server process answers all three), through the skill's tool
+  (``Tool.invoke``: schema check with jsonschema, result text), and through the agent
+  (``Agent.call_tool``: the request frame with ``on_connection`` and ``finalize_connection``,
+  ``before/after_toolcall``, the tool); the three alternate call by call, so drift hits them
+  alike. Target: under 1 ms added at p50.
+- tool calls per second with ``--concurrency`` (50) concurrent requests over that one shared
+  session, through the agent and directly.
 
     python benchmarks/bench_mcp.py [--transport stdio|streamable-http] [--calls 2000]
                                    [--concurrency 50] [--seconds 5]
@@ -24,9 +25,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
 
 from robutler_core import Agent
 from robutler_skill_mcp import MCPSkill
@@ -81,7 +79,6 @@ async def main() -> None:
     serving = None
     if args.transport == "stdio":
         server_config: dict[str, Any] = {"command": sys.executable, "args": [str(ECHO_SERVER), "echo"]}
-        direct_target: Any = StdioServerParameters(command=sys.executable, args=[str(ECHO_SERVER), "echo"])
     else:
         import importlib.util
 
@@ -93,30 +90,30 @@ async def main() -> None:
         serving = serve_in_thread(module.build("bench", only=("echo",)).streamable_http_app())
         url = serving.__enter__() + "/mcp"
         server_config = {"url": url}
-        direct_target = url
 
     agent = Agent("bench", model="test", skills={"mcp": MCPSkill({"servers": {"echo": server_config}})})
     await agent.initialize()
     tool = next(t for t in agent.tools_for_scope("all") if t.name == "echo")
+    direct = agent.skills["mcp"].connections["echo"].client
+    assert direct is not None, "the echo server did not start"
     try:
-        async with Client(direct_target, cache=None) as direct:
-            calls = {
-                "SDK client, direct": lambda: direct.call_tool("echo", ARGUMENTS),
-                "skill tool (Tool.invoke)": lambda: tool.invoke(ARGUMENTS),
-                "agent (Agent.call_tool)": lambda: agent.call_tool("echo", ARGUMENTS, agent.new_context([], None, False)),
-            }
-            print(f"MCP server over {args.transport}; {args.calls} calls each, interleaved")
-            results = await latencies(calls, args.calls)
-            base = statistics.median(results["SDK client, direct"])
-            for name, values in results.items():
-                p50 = statistics.median(values)
-                print(f"  {name:28s} p50 {p50:7.3f} ms  p95 {percentile(values, 0.95):7.3f} ms  "
-                      f"added at p50 {p50 - base:+7.3f} ms")
-            print(f"{args.concurrency} concurrent requests for {args.seconds:g} s each, one shared session")
-            agent_rate = await throughput(calls["agent (Agent.call_tool)"], args.concurrency, args.seconds)
-            direct_rate = await throughput(calls["SDK client, direct"], args.concurrency, args.seconds)
-            print(f"  agent (Agent.call_tool)      {agent_rate:8.0f} tool calls/s")
-            print(f"  SDK client, direct           {direct_rate:8.0f} tool calls/s  (ratio {agent_rate / direct_rate:.2f})")
+        calls = {
+            "SDK client, direct": lambda: direct.call_tool("echo", ARGUMENTS),
+            "skill tool (Tool.invoke)": lambda: tool.invoke(ARGUMENTS),
+            "agent (Agent.call_tool)": lambda: agent.call_tool("echo", ARGUMENTS, agent.new_context([], None, False)),
+        }
+        print(f"MCP server over {args.transport}; {args.calls} calls each, interleaved")
+        results = await latencies(calls, args.calls)
+        base = statistics.median(results["SDK client, direct"])
+        for name, values in results.items():
+            p50 = statistics.median(values)
+            print(f"  {name:28s} p50 {p50:7.3f} ms  p95 {percentile(values, 0.95):7.3f} ms  "
+                  f"added at p50 {p50 - base:+7.3f} ms")
+        print(f"{args.concurrency} concurrent requests for {args.seconds:g} s each, one shared session")
+        agent_rate = await throughput(calls["agent (Agent.call_tool)"], args.concurrency, args.seconds)
+        direct_rate = await throughput(calls["SDK client, direct"], args.concurrency, args.seconds)
+        print(f"  agent (Agent.call_tool)      {agent_rate:8.0f} tool calls/s")
+        print(f"  SDK client, direct           {direct_rate:8.0f} tool calls/s  (ratio {agent_rate / direct_rate:.2f})")
     finally:
         await agent.close()
         if serving is not None:

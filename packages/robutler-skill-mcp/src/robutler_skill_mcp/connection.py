@@ -329,6 +329,12 @@ class ServerConnection:
         task.add_done_callback(self._background.discard)
 
     @property
+    def client(self) -> Client | None:
+        """The SDK's ``mcp.Client`` of the current session (``None`` while the server is
+        down): for calls the skill does not make itself (resources, prompts, a benchmark)."""
+        return self._client if self.state == "connected" else None
+
+    @property
     def retry_in(self) -> float | None:
         """Seconds until the next attempt to reach a ``down`` server (``None`` otherwise)."""
         if self.state != "down":
