@@ -4,13 +4,15 @@ start-up (and coming up later), and no stdio process left after shutdown."""
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import psutil
+import uvicorn
 from mcp_echo_server import build, stdio_server
 
 from robutler_core import Agent
-from robutler_server.testing import free_port, serve_in_thread
+from robutler_server.testing import free_port
 from robutler_skill_mcp import MCPSkill
 
 
@@ -77,18 +79,13 @@ async def test_a_server_down_at_start_up_leaves_its_tools_out_and_the_agent_serv
         completion = await agent.run([{"role": "user", "content": "hi"}])
         assert completion["choices"][0]["message"]["content"] == "Tool results: echo returned echo: a"
 
-        import uvicorn  # the server comes up on that port: the background retry finds it
-        import threading
-
-        server = uvicorn.Server(uvicorn.Config(build("late").streamable_http_app(), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
+        late = LateServer(port)  # the server comes up on that port: the background retry finds it
+        late.start()
         try:
             await wait_for(lambda: "r_echo" in {t.name for t in agent.tools_for_scope("all")}, seconds=15)
             assert await agent.call_tool("r_echo", {"text": "late"}, context(agent)) == ("echo: late", False)
         finally:
-            server.should_exit = True
-            await asyncio.to_thread(thread.join, 10)
+            await late.stop()
     finally:
         await agent.close()
 
@@ -121,10 +118,6 @@ class LateServer:
         self.server = self.thread = None
 
     def start(self):
-        import threading
-
-        import uvicorn
-
         config = uvicorn.Config(build("late").streamable_http_app(), host="127.0.0.1", port=self.port,
                                 log_level="warning", timeout_graceful_shutdown=0.5)
         self.server = uvicorn.Server(config)
