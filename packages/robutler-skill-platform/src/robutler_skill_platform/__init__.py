@@ -1,9 +1,10 @@
-"""Robutler platform: the ``auth`` and ``payments`` skills, ``@pricing`` for tools, and the
-self-hosted platform service they can talk to (:mod:`robutler_skill_platform.service`: users,
-API keys, RS256 payment tokens, a double-entry payments ledger on PostgreSQL).
+"""Robutler platform: the ``auth``, ``payments``, ``discovery`` and ``nli`` skills, ``@pricing``
+for tools, and the self-hosted platform service they talk to
+(:mod:`robutler_skill_platform.service`: users, API keys, RS256 payment tokens, a double-entry
+payments ledger and agent discovery on PostgreSQL).
 
 Registered through the ``robutler`` entry point, as any skill package: an agents file names
-the skills ``auth`` and ``payments``.
+the skills ``auth``, ``payments``, ``discovery`` and ``nli``.
 """
 
 import os
@@ -12,16 +13,20 @@ from robutler_core import hookimpl
 from robutler_core.errors import ConfigurationError
 
 from .auth import AuthSkill
+from .discovery import DiscoverySkill
+from .nli import NLISkill
 from .payments import PaymentRequired, PaymentSkill
 from .pricing import PricingInfo, pricing
 
-__all__ = ["AuthSkill", "PaymentRequired", "PaymentSkill", "PricingInfo", "pricing"]
+__all__ = ["AuthSkill", "DiscoverySkill", "NLISkill", "PaymentRequired", "PaymentSkill", "PricingInfo", "pricing"]
 
 
 @hookimpl
 def register_skills(register):
     register(AuthSkill, name="auth")
     register(PaymentSkill, name="payments")
+    register(DiscoverySkill, name="discovery")
+    register(NLISkill, name="nli")
 
 
 WITH_PLATFORM = "ROBUTLER_WITH_PLATFORM"

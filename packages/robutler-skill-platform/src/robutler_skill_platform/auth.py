@@ -7,7 +7,10 @@ Its ``on_connection`` hook (priority 10, before the payments and memory skills) 
   platform's ``GET /api/user`` (answers cached for ``cache_ttl`` seconds); or
 - an owner assertion, ``X-Owner-Assertion: JWT``: an RS256 token signed by the configured
   platform (verified against that platform's ``GET /api/auth/jwks`` only, never a key named by
-  the token), whose ``aud`` is this agent and which has not expired.
+  the token), whose ``aud`` is this agent and which has not expired;
+- without either, a payment token (``X-Payment-Token``) valid for this agent on the configured
+  platform (``POST /api/payments/verify``): another agent calling through NLI carries no API
+  key; the caller is the token's paying user, with scope ``all``.
 
 It sets ``context.peer_user_id`` (the platform user id) and ``context.auth_scope``:
 ``"admin"`` for a platform admin, ``"owner"`` for the agent's owner (the user of the skill's
@@ -155,6 +158,16 @@ class AuthSkill(Skill):
             context.auth_scope = "owner"
             return
         key = api_key_of(headers.get("authorization"), headers.get("x-api-key"))
+        if key is None and headers.get("x-payment-token"):
+            # Another agent calling through NLI: its delegated payment token, valid for this
+            # agent on this platform, identifies the paying user.
+            token = await self._client().call(
+                "POST", "/api/payments/verify",
+                json={"token": headers["x-payment-token"], "expectedAudience": context.agent.name},
+            )
+            context.peer_user_id = token["userId"]
+            context.auth_scope = "all"
+            return
         if key is None:
             if self.settings.require_auth:
                 raise AuthenticationError(

@@ -35,6 +35,7 @@ from robutler_core.hookspecs import ToolCallBlocked
 
 from .client import PlatformClient, platform_url
 from .money import MICROS_PER_DOLLAR, to_dollars, to_micros
+from .nli import PAID_BY_DELEGATION
 from .pricing import price_of
 
 logger = logging.getLogger(__name__)
@@ -119,9 +120,12 @@ class PaymentSkill(Skill):
     def usage_micros(self, context: Any) -> int:
         """What the request's usage records cost so far, in micro-dollars: each model call's
         ``credits`` times ``markup``, each other record's ``credits``, each rounded to the
-        micro-dollar (half up)."""
+        micro-dollar (half up). Records paid through a delegated token (the ``nli`` skill's)
+        are left out: the callee was paid from that token already."""
         total = 0
         for record in context.usage_records:
+            if record.metadata.get(PAID_BY_DELEGATION):  # paid already, from a delegated token
+                continue
             dollars = Decimal(repr(float(record.credits)))
             if record.kind == "llm":
                 dollars *= self.markup
