@@ -247,6 +247,7 @@ class NLISkill(Skill):
         client = self._client()
         authorized = to_micros(child["balance"])
         deadline = asyncio.get_running_loop().time() + SETTLE_WAIT
+        pause = 0.005
         while True:
             try:
                 state = await client.call("POST", "/api/payments/verify", json={"token": child["token"]})
@@ -254,7 +255,8 @@ class NLISkill(Skill):
                 break
             if to_micros(state["lockedAmountDollars"]) == 0 or asyncio.get_running_loop().time() > deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
         try:
             released = await client.call(
                 "POST", "/api/payments/release", json={"token": child["token"]}, idempotency_key=f"{call_id}:release"
