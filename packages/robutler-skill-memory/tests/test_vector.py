@@ -264,3 +264,29 @@ async def test_a_server_without_pgvector_is_a_clear_configuration_error(tmp_path
         await connection.close()
     with pytest.raises(ConfigurationError, match="no pgvector extension.*backend: milvus"):
         await Memory({"backend": "pgvector", "dsn": SERVER_DSN}).agent.initialize()
+
+
+async def test_concurrent_first_adds_create_the_hnsw_index_once(embedded_postgres):
+    """The first add_content calls of a request run at once; each creates the table and the
+    HNSW index if missing, which must not race (a unique violation in pg_class)."""
+    import asyncio
+
+    from robutler_skill_memory.pgvector_store import PgvectorStore, cpu_runs_embedded_pgvector_indexes
+
+    if not cpu_runs_embedded_pgvector_indexes():
+        pytest.skip("the embedded pgvector cannot build indexes on this CPU (no AVX-512)")
+    for attempt in range(5):  # the race needs the adds to meet; five fresh tables
+        async with fresh_schema(embedded_postgres) as schema:
+            store = PgvectorStore(with_search_path(embedded_postgres, schema), index="hnsw")
+            await store.open()
+            try:
+                rows = [[{"id": f"{attempt}-{i}", "text": "t", "metadata": {}, "created_at": 0,
+                          "vector": [1.0, float(i), 0.5]}] for i in range(8)]
+                await asyncio.gather(*(store.add(("agent", f"user{i}"), r) for i, r in enumerate(rows)))
+                async with store.database.acquire() as connection:
+                    assert await connection.fetchval(
+                        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'robutler_memory_embedding'",
+                        schema) == 1
+                assert [h["id"] for h in await store.search(("agent", "user3"), [1.0, 3.0, 0.5], 5)] == [f"{attempt}-3"]
+            finally:
+                await store.close()

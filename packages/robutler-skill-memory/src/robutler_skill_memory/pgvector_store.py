@@ -35,7 +35,7 @@ import asyncpg
 from robutler_core.errors import ConfigurationError
 
 from .milvus_store import DimensionMismatchError, check_dimension, owner_key
-from .postgres import Database, connect
+from .postgres import _MIGRATION_LOCK, Database, connect
 
 logger = logging.getLogger("robutler_skill_memory.pgvector_store")
 
@@ -172,7 +172,10 @@ class PgvectorStore:
             f" CREATE INDEX IF NOT EXISTS {table}_owner ON {table} (owner)",
         ])
         if self.index == "hnsw":  # not a migration: a store opened with index none skips it
-            async with self.database.acquire() as connection:
+            # under the migrations' lock: two concurrent CREATE INDEX IF NOT EXISTS of one name
+            # (two add_content calls of one request, two workers) race in the catalog
+            async with self.database.acquire() as connection, connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 await connection.execute(
                     f"CREATE INDEX IF NOT EXISTS {table}_embedding ON {table}"
                     " USING hnsw (embedding public.halfvec_cosine_ops)"
