@@ -109,3 +109,16 @@ async def test_pydantic_ai_streams(base_url):
     async with plain.run_stream("Add for me") as result:
         assert [text async for text in result.stream_text(delta=True)] != []
     assert await result.get_output() == "Tool results: add returned 2"
+
+
+async def test_agents_sdk_with_server_managed_conversation(base_url):
+    """``auto_previous_response_id``: the SDK sends only the new items (its tool's output) and
+    ``previous_response_id``; the server's stored conversation supplies the rest (without it
+    the test model could not name the tool whose result it got: "unknown tool returned ...")."""
+    REQUESTS.seen.clear()
+    agent = sdk_agent(base_url, "plain", tools=[get_weather])
+    first = await Runner.run(agent, "What is the weather?", auto_previous_response_id=True)
+    assert first.final_output == "Tool results: get_weather returned sunny in a"
+    assert REQUESTS.seen == [("tool_calls", ["get_weather"]), ("stop", ["get_weather"])]
+    second = await Runner.run(agent, "And now?", previous_response_id=first.last_response_id)
+    assert second.final_output == "Tool results: get_weather returned sunny in a"
