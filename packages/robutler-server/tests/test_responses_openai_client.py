@@ -8,6 +8,7 @@ import pytest
 
 from robutler_core import Agent, Skill, hook, tool
 from robutler_core.errors import AuthenticationError, RateLimitError, UpstreamError
+from robutler_core.hookspecs import DROP
 from robutler_core.testing import ScriptedModel, finish_chunks, text_chunks, tool_call_chunks
 from robutler_server import create_app
 from robutler_server.testing import check_response_events, serve_in_thread
@@ -58,6 +59,8 @@ def base_url():
         Agent("loop", model=ScriptedModel([tool_call_chunks([("again", {})]) + finish_chunks("tool_calls", USAGE)] * 20),
               skills={"loop": Looping()}, max_turns=2),
         Agent("scripted", model=SCRIPTED),
+        Agent("silent_loop", model=ScriptedModel([tool_call_chunks([("again", {})])] * 20),
+              skills={"loop": Looping()}, max_turns=2, hooks={"on_chunk": lambda chunk: DROP}),
     ]
     with serve_in_thread(create_app(agents)) as url:
         yield url
@@ -209,6 +212,13 @@ def test_max_turns_reached_is_incomplete(base_url, stream):
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_turns"}
     assert response["usage"]["total_tokens"] == 2 * USAGE["total_tokens"]  # both model calls counted
     assert response["usage"]["input_tokens_details"]["cached_tokens"] == 16
+
+
+def test_max_turns_before_anything_streamed_is_still_a_whole_stream(base_url):
+    events = stream_events(base_url, "v1/responses", {"model": "silent_loop", "input": "x"})  # on_chunk drops all
+    response = check_response_events(events)
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.incomplete"]
+    assert response["incomplete_details"] == {"reason": "max_turns"} and response["output"] == []
 
 
 @pytest.mark.parametrize("body, param, fragment", [

@@ -144,6 +144,26 @@ def test_input_items_pages(store):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
 
 
+class BrokenStore(MemoryResponseStore):
+    async def put(self, record):
+        raise OSError("disk full")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_store_that_fails_loses_the_record_not_the_answer(stream, caplog):
+    with serve_in_thread(make_app(BrokenStore())) as url:
+        client = as_user(url, "alice")
+        if stream:
+            with client.responses.stream(model="notes", input="hi") as events:
+                response = events.get_final_response()
+        else:
+            response = client.responses.create(model="notes", input="hi")
+        assert response.output_text == 'TestModel received: "hi"' and response.status == "completed"
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(response.id)
+    assert f"storing response {response.id} failed" in caplog.text
+
+
 async def test_memory_store_keeps_the_most_recent():
     store = MemoryResponseStore(max_responses=2)
     for i in range(3):

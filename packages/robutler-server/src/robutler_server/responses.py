@@ -166,15 +166,23 @@ async def create_response(agent: Agent, body: ResponsesRequest, request: Request
         conversation = [*pending.history, *messages, chat_answer(finished_response)]
         return StoredResponse(response_id, agent.name, context.peer_user_id, finished_response, items, conversation)
 
-    store_it = body.store is not False
+    async def save(done: dict[str, Any]) -> None:
+        """Store the finished response (unless ``store: false``); a store that fails is logged
+        and the answer still goes out (a later ``previous_response_id`` then gets 404)."""
+        if body.store is False:
+            return
+        try:
+            await store.put(record(done))
+        except Exception:
+            logger.exception("storing response %s failed", response_id)
+
     if not body.stream:
         try:
             completion = await until_disconnected(request, agent.run(context.messages, context.tools, context=context))
             done = response_from_completion(response, completion)
         except MaxTurnsExceeded:
             done = finished(response, [], None, usage_from_records(context.usage_records))
-        if store_it:
-            await store.put(record(done))
+        await save(done)
         return JSONResponse(done, headers=model_header(context))
 
     stream = agent.run_streaming(context.messages, context.tools, context=context)
@@ -190,11 +198,6 @@ async def create_response(agent: Agent, body: ResponsesRequest, request: Request
         await stream.aclose()
         raise
     translator = ResponseEvents(response)
-
-    async def save(done: dict[str, Any]) -> None:
-        if store_it:
-            await store.put(record(done))
-
     return StreamingResponse(
         _events(stream, first, translator, context, save),
         media_type="text/event-stream",
@@ -209,14 +212,13 @@ async def _events(
 ) -> AsyncIterator[str]:
     """SSE ``event:``/``data:`` pairs of the Responses stream; the stored response is saved
     before ``response.completed`` goes out, so that a client may retrieve it at once."""
-    events = translator.start()
+    for event in translator.start():
+        yield _sse(event)
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         try:
             if isinstance(first, MaxTurnsExceeded):
                 raise first
-            if first is not None:
-                events += translator.chunk(first)
-            for event in events:
+            for event in translator.chunk(first) if first is not None else []:
                 yield _sse(event)
             async for chunk in stream:
                 for event in translator.chunk(chunk):
@@ -231,10 +233,7 @@ async def _events(
             error = internal_error(exc)
             end = translator.fail("server_error", error.message)
     if translator.response["status"] != "failed":
-        try:
-            await save(translator.response)
-        except Exception:
-            logger.exception("storing response %s failed", translator.response["id"])
+        await save(translator.response)
     for event in end:
         yield _sse(event)
 

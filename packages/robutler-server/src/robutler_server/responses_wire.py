@@ -442,7 +442,7 @@ class ResponseEvents:
         or ``content_filter`` finish, or ``finish_reason=None``: max turns). ``usage``
         overrides the one the chunks carried."""
         events = []
-        if not self.items:  # an empty answer is an empty message, as without streaming
+        if not self.items and finish_reason is not None:  # an empty answer is an empty message, as without streaming
             events += self._open_message()
         events += self._close("completed" if finish_reason is not None else "incomplete")
         self.response = finished(self.response, self.items, finish_reason, usage or self.usage)
