@@ -76,7 +76,9 @@ def test_stream_is_well_formed_and_agrees_with_the_response(base_url, upstream, 
         if stream:
             answers[stream] = check_response_events(events(base_url, body))
         else:
-            answers[stream] = httpx.post(f"{base_url}/v1/responses", json=body).json()
+            answer = httpx.post(f"{base_url}/v1/responses", json=body)
+            assert answer.headers["x-robutler-model"] == "openai/gpt-4o-mini"
+            answers[stream] = answer.json()
     assert without_ids(answers[True]) == without_ids(answers[False])
     status, output, usage = without_ids(answers[True])
     turns = len(SCENARIOS[scenario])

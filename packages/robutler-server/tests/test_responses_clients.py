@@ -29,10 +29,12 @@ class Requests(Skill):
     def __init__(self):
         super().__init__()
         self.seen = []
+        self.ids = []
 
     @hook("finalize_connection")
     def done(self, context):
         self.seen.append((context.finish_reason, [t["function"]["name"] for t in context.tools]))
+        self.ids.append(context.completion_id)
 
 
 REQUESTS = Requests()
@@ -66,6 +68,7 @@ async def test_agents_sdk_runs_with_an_sdk_side_function_tool(base_url):
     assert result.final_output == "Tool results: get_weather returned sunny in a"
     # the SDK ran the tool between two requests: the first ended with the call, the second answered
     assert REQUESTS.seen == [("tool_calls", ["get_weather"]), ("stop", ["get_weather"])]
+    assert REQUESTS.ids[-2:] == [raw.response_id for raw in result.raw_responses]  # hooks see the response id
 
 
 async def test_agents_sdk_streams(base_url):
