@@ -11,7 +11,10 @@ from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai.models.openai import OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from pydantic import BaseModel
+
 from robutler_core import Agent, Skill, hook, tool
+from robutler_core.testing import ScriptedModel, text_chunks
 from robutler_server import create_app
 from robutler_server.testing import serve_in_thread
 
@@ -38,6 +41,12 @@ class Requests(Skill):
 
 
 REQUESTS = Requests()
+STRUCTURED = ScriptedModel([])
+
+
+class City(BaseModel):
+    name: str
+    population: int
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +55,7 @@ def base_url():
     agents = [
         Agent("plain", "Be helpful.", model="test", skills={"requests": REQUESTS}),
         Agent("calc", model="test", skills={"calc": Calculator()}),
+        Agent("structured", model=STRUCTURED),
     ]
     with serve_in_thread(create_app(agents)) as url:
         yield url
@@ -125,3 +135,12 @@ async def test_agents_sdk_with_server_managed_conversation(base_url):
     assert REQUESTS.seen == [("tool_calls", ["get_weather"]), ("stop", ["get_weather"])]
     second = await Runner.run(agent, "And now?", previous_response_id=first.last_response_id)
     assert second.final_output == "Tool results: get_weather returned sunny in a"
+
+
+async def test_agents_sdk_structured_output_reaches_the_model_as_response_format(base_url):
+    STRUCTURED.turns[:] = [text_chunks('{"name": "Paris", "population": 2100000}')]
+    result = await Runner.run(sdk_agent(base_url, "structured", output_type=City), "The capital of France?")
+    assert result.final_output == City(name="Paris", population=2100000)
+    response_format = STRUCTURED.calls[-1][2]["response_format"]
+    assert response_format["type"] == "json_schema" and response_format["json_schema"]["strict"] is True
+    assert response_format["json_schema"]["schema"]["required"] == ["name", "population"]
