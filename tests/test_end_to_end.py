@@ -131,8 +131,9 @@ def test_serve_refuses_a_bad_agents_file(tmp_path):
     bad.write_text("agents:\n  - name: x\n    model: test\n    skills:\n      nonexistent: {}\n")
     result = subprocess.run([ROBUTLER, "serve", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert (f"{bad}: agent 'x': unknown skill 'nonexistent'; installed skills: anthropic, litellm, local, "
-            "long_term_memory, mcp, openai, short_term_memory, test, vector_memory, weather, xai") in result.stderr
+    assert (f"{bad}: agent 'x': unknown skill 'nonexistent'; installed skills: anthropic, auth, discovery, "
+            "litellm, local, long_term_memory, mcp, nli, openai, payments, short_term_memory, test, vector_memory, "
+            "weather, xai") in result.stderr
 
 
 def test_skills_command_prints_installed_packages_as_json():

@@ -20,6 +20,6 @@ def test_discovery_and_agent_construction_import_no_provider_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == (
-        "['anthropic', 'litellm', 'local', 'long_term_memory', 'mcp', 'openai', 'short_term_memory', 'test', "
-        "'vector_memory', 'weather', 'xai'] []"
+        "['anthropic', 'auth', 'discovery', 'litellm', 'local', 'long_term_memory', 'mcp', 'nli', 'openai', "
+        "'payments', 'short_term_memory', 'test', 'vector_memory', 'weather', 'xai'] []"
     )
