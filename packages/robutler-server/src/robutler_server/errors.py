@@ -193,4 +193,8 @@ def sse_event(payload: Any, event: str | None = None) -> str:
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         payload = _redacted(payload)
     name = f"event: {event}\n" if event else ""
-    return f"{name}data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    return f"{name}data: {_COMPACT.encode(payload)}\n\n"
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""One encoder for every event (``json.dumps`` with options builds one per call)."""

@@ -13,8 +13,8 @@ does I/O.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from typing import Any
 
 from robutler_core.errors import BadRequestError
@@ -39,7 +39,7 @@ MAX_TURNS = "max_turns"
 
 def new_id(prefix: str) -> str:
     """A fresh id: ``resp_...``, ``msg_...``, ``fc_...``, ``fco_...``."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 # --- request -> chat ------------------------------------------------------------------------
@@ -50,9 +50,11 @@ def input_items(body: ResponsesRequest) -> list[dict[str, Any]]:
     is one user message; every item gets an ``id`` (its own when it has one) and a ``status``;
     a message's string content becomes one ``input_text`` part (``output_text`` for an
     assistant)."""
-    raw = [MessageItem(role="user", content=body.input)] if isinstance(body.input, str) else body.input or []
+    if isinstance(body.input, str):  # the common case, without a model dump
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": body.input}],
+                 "id": new_id("msg"), "status": "completed"}]
     items = []
-    for item in raw:
+    for item in body.input or []:
         data = item.model_dump(exclude_none=True, by_alias=True)
         if isinstance(item, MessageItem):
             kind = "output_text" if item.role == "assistant" else "input_text"
