@@ -298,6 +298,11 @@ class Bench:
         self._index_dropped = False
         started = time.perf_counter()
         async with store.database.acquire() as connection:
+            if self.args.interleaved:  # each caller's rows spread over the table, as rows added over time are
+                await connection.execute(f"CREATE TEMP TABLE shuffled AS SELECT * FROM {store.table} ORDER BY md5(id)")
+                await connection.execute(f"TRUNCATE {store.table}")
+                await connection.execute(f"INSERT INTO {store.table} SELECT * FROM shuffled")
+                await connection.execute("DROP TABLE shuffled")
             if store.index == "hnsw":
                 await connection.execute("SET maintenance_work_mem = '512MB'")
                 await connection.execute(  # the index PgvectorStore creates
@@ -419,6 +424,8 @@ async def main() -> None:
     parser.add_argument("--backends", default="milvus,pgvector,pgvector-exact",
                         help="vector_memory backends to measure (pgvector-exact: pgvector with pg_index: none)")
     parser.add_argument("--milvus-index", default=None, help="vector_memory's index_type on Milvus (default: the skill's)")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="pgvector: rows in random order, not each caller's together (as loaded)")
     parser.add_argument("--dsn", default=None, help="a PostgreSQL server (default: the embedded one)")
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 2 rounds of 30 queries: a smoke run")
     args = parser.parse_args()
