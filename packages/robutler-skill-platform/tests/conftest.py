@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 import shutil
 import tempfile
@@ -49,6 +50,16 @@ async def _admin(dsn: str, statement: str) -> None:
         await connection.close()
 
 
+@asynccontextmanager
+async def _fresh_schema(base: str):
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    await _admin(base, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}search_path={schema},public"
+    finally:
+        await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)
+
+
 @pytest.fixture(params=["embedded", "server"])
 async def platform_dsn(request: pytest.FixtureRequest):
     if request.param == "server":
@@ -57,12 +68,17 @@ async def platform_dsn(request: pytest.FixtureRequest):
         base = SERVER_DSN
     else:
         base = request.getfixturevalue("embedded_platform_postgres")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    await _admin(base, f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}search_path={schema},public"
-    finally:
-        await asyncio.wait_for(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"), 30)
+    async with _fresh_schema(base) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def one_platform_dsn(request: pytest.FixtureRequest):
+    """One DSN with a fresh schema, for the slow multi-process tests: the server's when
+    ``ROBUTLER_TEST_POSTGRES_DSN`` is set, else the embedded PostgreSQL's."""
+    base = SERVER_DSN or request.getfixturevalue("embedded_platform_postgres")
+    async with _fresh_schema(base) as dsn:
+        yield dsn
 
 
 @dataclass
@@ -97,6 +113,19 @@ class World:
 
 @pytest.fixture
 async def world(platform_dsn):
+    async with _world(platform_dsn) as made:
+        yield made
+
+
+@pytest.fixture
+async def one_world(one_platform_dsn):
+    """:func:`world` on :func:`one_platform_dsn`."""
+    async with _world(one_platform_dsn) as made:
+        yield made
+
+
+@asynccontextmanager
+async def _world(platform_dsn):
     store = await open_store(platform_dsn, issuer="https://platform.test")
     owner = await store.create_user("olivia", email="olivia@example.com")
     payer = await store.create_user("paul")

@@ -1,8 +1,12 @@
-"""Specialist agents for the NLI tests, served in their own process:
+"""Agents for the NLI tests, served in their own process:
 
-    python nli_specialists.py PORT PLATFORM_URL   (the owner's key in $ROBUTLER_API_KEY)
+    python nli_specialists.py PORT PLATFORM_URL [AGENT ...]   (the owner's key in $ROBUTLER_API_KEY)
 
-Agents (each with ``auth``, ``payments`` and ``discovery`` publishing its intents):
+serves the named agents (default: all but the coordinator). Agents (each with ``auth``,
+``payments`` and ``discovery`` publishing its intents):
+
+- ``coordinator``: its model asks ``discover_agents`` for "convert currencies", then calls the
+  best agent found through ``nli_tool`` (0.10 dollars authorised), then answers with its reply.
 
 - ``currency``: "convert currencies"; its model calls ``convert`` (priced 0.02) and answers.
 - ``poet``: "write poems"; its model calls ``compose`` (priced 0.01) and answers.
@@ -17,6 +21,7 @@ They are built in code (an agents file cannot declare priced tools) and served b
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import uvicorn
@@ -94,6 +99,43 @@ class Relay(LLMSkill):
             yield chunk
 
 
+class Planner(LLMSkill):
+    """The coordinator's model: discover, delegate to the best match, answer; each call costs
+    0.001 dollars."""
+
+    model_prefixes = ("planner",)
+
+    def __init__(self):
+        super().__init__({"model": "planner"})
+
+    async def usage_cost(self, usage):
+        return 0.001
+
+    def _turn(self, messages):
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        tool_results = [m for m in messages if m["role"] == "tool"]
+        if not tool_results:
+            call = ("discover_agents", {"query": "convert currencies"})
+        elif len(tool_results) == 1:
+            best = json.loads(tool_results[0]["content"])[0]["name"]
+            call = ("nli_tool", {"agent": best, "message": "100 USD in EUR?", "authorized_amount": 0.10})
+        else:
+            return text_chunks(f"The specialist says: {tool_results[-1]['content']}") + finish_chunks("stop", usage=usage)
+        return tool_call_chunks([call]) + finish_chunks("tool_calls", usage=usage)
+
+    async def chat_completion(self, messages, tools=None, **params):
+        from robutler_core.wire import ChunkAssembler
+
+        assembler = ChunkAssembler()
+        for chunk in self._turn(messages):
+            assembler.add(chunk)
+        return assembler.completion(model="planner")
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        for chunk in self._turn(messages):
+            yield chunk
+
+
 def agents(port: int, platform_url: str) -> list[Agent]:
     public_url = f"http://127.0.0.1:{port}"
 
@@ -107,6 +149,10 @@ def agents(port: int, platform_url: str) -> list[Agent]:
 
     relay_nli = {"agents": {"ping": f"{public_url}/ping", "pong": f"{public_url}/pong"}, "allowlist": ["127.0.0.1"]}
     return [
+        Agent("coordinator", "Coordinate.", model=Planner(), skills={
+            **skills(["coordinate specialists"]),
+            "nli": NLISkill({"platform_url": platform_url, "allowlist": ["127.0.0.1"]}),
+        }),
         Agent("currency", "Convert currencies.", model="test", skills=skills(
             [{"intent": "convert currencies", "description": "exchange rates between dollars, euros and yen"}],
             currency=Currency())),
@@ -119,5 +165,6 @@ def agents(port: int, platform_url: str) -> list[Agent]:
 
 
 if __name__ == "__main__":
-    port, platform = int(sys.argv[1]), sys.argv[2]
-    uvicorn.run(create_app(agents(port, platform)), host="127.0.0.1", port=port, log_level="warning")
+    port, platform, names = int(sys.argv[1]), sys.argv[2], set(sys.argv[3:])
+    served = [a for a in agents(port, platform) if (a.name in names if names else a.name != "coordinator")]
+    uvicorn.run(create_app(served), host="127.0.0.1", port=port, log_level="warning")

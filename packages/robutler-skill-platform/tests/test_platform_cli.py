@@ -30,20 +30,20 @@ def ok(*args: str, dsn: str) -> dict:
     return json.loads(done.stdout)
 
 
-async def test_admin_commands_print_json_and_errors_are_one_line(platform_dsn):
-    olivia = ok("platform", "create-user", "olivia", "--email", "o@example.com", dsn=platform_dsn)
+async def test_admin_commands_print_json_and_errors_are_one_line(one_platform_dsn):
+    olivia = ok("platform", "create-user", "olivia", "--email", "o@example.com", dsn=one_platform_dsn)
     assert olivia["name"] == "olivia" and olivia["role"] == "user" and olivia["id"].startswith("usr_")
-    ok("platform", "create-user", "paul", dsn=platform_dsn)
-    key = ok("platform", "create-key", "olivia", dsn=platform_dsn)
+    ok("platform", "create-user", "paul", dsn=one_platform_dsn)
+    key = ok("platform", "create-key", "olivia", dsn=one_platform_dsn)
     assert key["key"].startswith("rbt_") and key["user_id"] == olivia["id"]
-    agent = ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=platform_dsn)
+    agent = ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=one_platform_dsn)
     assert agent["owner_id"] == olivia["id"]
-    assert ok("platform", "add-credits", "paul", "5", dsn=platform_dsn)["balance"] == "5.000000"
-    minted = ok("platform", "mint-token", "--user", "paul", "--amount", "1.25", "--audience", "shop", dsn=platform_dsn)
+    assert ok("platform", "add-credits", "paul", "5", dsn=one_platform_dsn)["balance"] == "5.000000"
+    minted = ok("platform", "mint-token", "--user", "paul", "--amount", "1.25", "--audience", "shop", dsn=one_platform_dsn)
     assert set(minted) == {"token", "balance", "audience", "expires_at"} and minted["balance"] == "1.250000"
-    assert ok("platform", "balance", "--user", "paul", dsn=platform_dsn) == {"balance": "3.750000", "locked": "0.000000"}
-    assert ok("platform", "balance", "--token", minted["token"], dsn=platform_dsn)["balance"] == "1.250000"
-    assert ok("platform", "revoke-key", key["key_id"], dsn=platform_dsn) == {"key_id": key["key_id"], "revoked": True}
+    assert ok("platform", "balance", "--user", "paul", dsn=one_platform_dsn) == {"balance": "3.750000", "locked": "0.000000"}
+    assert ok("platform", "balance", "--token", minted["token"], dsn=one_platform_dsn)["balance"] == "1.250000"
+    assert ok("platform", "revoke-key", key["key_id"], dsn=one_platform_dsn) == {"key_id": key["key_id"], "revoked": True}
 
     for args, message in [
         (("create-user", "olivia"), "a user named 'olivia' exists already"),
@@ -52,19 +52,19 @@ async def test_admin_commands_print_json_and_errors_are_one_line(platform_dsn):
         (("mint-token", "--user", "nobody", "--amount", "1", "--audience", "shop"), "no user with id or name 'nobody'"),
         (("balance",), "give either --user or --token"),
     ]:
-        done = robutler("platform", *args, dsn=platform_dsn)
+        done = robutler("platform", *args, dsn=one_platform_dsn)
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
-async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process(platform_dsn, tmp_path):
-    ok("platform", "create-user", "olivia", dsn=platform_dsn)
-    ok("platform", "create-user", "paul", dsn=platform_dsn)
-    owner_key = ok("platform", "create-key", "olivia", dsn=platform_dsn)["key"]
-    payer_key = ok("platform", "create-key", "paul", dsn=platform_dsn)["key"]
-    ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=platform_dsn)
-    ok("platform", "add-credits", "paul", "2", dsn=platform_dsn)
-    token = ok("platform", "mint-token", "--user", "paul", "--amount", "1", "--audience", "shop", dsn=platform_dsn)["token"]
+async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process(one_platform_dsn, tmp_path):
+    ok("platform", "create-user", "olivia", dsn=one_platform_dsn)
+    ok("platform", "create-user", "paul", dsn=one_platform_dsn)
+    owner_key = ok("platform", "create-key", "olivia", dsn=one_platform_dsn)["key"]
+    payer_key = ok("platform", "create-key", "paul", dsn=one_platform_dsn)["key"]
+    ok("platform", "register-agent", "shop", "--owner", "olivia", dsn=one_platform_dsn)
+    ok("platform", "add-credits", "paul", "2", dsn=one_platform_dsn)
+    token = ok("platform", "mint-token", "--user", "paul", "--amount", "1", "--audience", "shop", dsn=one_platform_dsn)["token"]
 
     port = free_port()
     agents = tmp_path / "agents.yaml"
@@ -77,7 +77,7 @@ async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process
               auth: {{platform_url: "http://127.0.0.1:{port}"}}
               payments: {{platform_url: "http://127.0.0.1:{port}", per_request_lock: "0.05"}}
     """))
-    env = {**ENV, "ROBUTLER_POSTGRES_DSN": platform_dsn, "ROBUTLER_API_KEY": owner_key}
+    env = {**ENV, "ROBUTLER_POSTGRES_DSN": one_platform_dsn, "ROBUTLER_API_KEY": owner_key}
     server = subprocess.Popen(
         [*ROBUTLER, "serve", str(agents), "--with-platform", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -109,4 +109,24 @@ async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process
         server.terminate()
         server.wait(timeout=30)
     # the test model costs nothing: the lock went back to the token
-    assert ok("platform", "balance", "--token", token, dsn=platform_dsn) == {"balance": "1.000000", "locked": "0.000000"}
+    assert ok("platform", "balance", "--token", token, dsn=one_platform_dsn) == {"balance": "1.000000", "locked": "0.000000"}
+
+
+async def test_platform_serve_serves_the_api(one_platform_dsn):
+    port = free_port()
+    server = subprocess.Popen([*ROBUTLER, "platform", "serve", "--port", str(port), "--dsn", one_platform_dsn],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                jwks = httpx.get(f"http://127.0.0.1:{port}/api/auth/jwks")
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.2)
+        assert jwks.status_code == 200 and jwks.json()["keys"][0]["alg"] == "RS256"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/user").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

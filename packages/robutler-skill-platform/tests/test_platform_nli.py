@@ -44,35 +44,58 @@ def calls(*turns):
     return CostingModel(script + [text_chunks("done") + finish_chunks("stop", usage=USAGE)])
 
 
+async def start(world, key: str, *names: str) -> tuple[subprocess.Popen, int]:
+    """A process serving agents of ``nli_specialists.py`` (all but the coordinator when no
+    name is given) on a free port, with ``key`` as the owner's API key, once it answers."""
+    port = free_port()
+    env = {**os.environ, "ROBUTLER_API_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("nli_specialists.py")), str(port), world.url, *names],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                    return process, port
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(process.stdout.read())
+            await asyncio.sleep(0.2)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
 @pytest.fixture
-async def network(world):
-    """The specialists' process (owned by sam) on a free port, registered on the platform."""
+async def owners(world):
+    return await make_owners(world)
+
+
+async def make_owners(world) -> dict:
+    """sam owns the specialists, olivia the coordinator; sam's API key."""
     sam = await world.store.create_user("sam")
     for name in SPECIALISTS:
         await world.store.register_agent(name, "sam")
     await world.store.register_agent("coordinator", "olivia")
-    sam_key = (await world.store.create_key("sam"))["key"]
-    port = free_port()
-    env = {**os.environ, "ROBUTLER_API_KEY": sam_key, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("nli_specialists.py")), str(port), world.url],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    return {"sam": sam, "sam_key": (await world.store.create_key("sam"))["key"]}
+
+
+@pytest.fixture
+async def network(world, owners):
+    """The specialists' process (owned by sam) on a free port."""
+    process, port = await start(world, owners["sam_key"])
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
-                await asyncio.sleep(0.2)
-        yield {"port": port, "sam": sam}
+        yield {"port": port, "sam": owners["sam"]}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def coordinator(world, model, **nli) -> Agent:
@@ -106,6 +129,35 @@ async def ledger(world) -> dict:
         )
         open_locks = await connection.fetchval("SELECT count(*) FROM platform_locks WHERE status = 'open'")
     return {"settles": [(r["created_by"], r["amount"]) for r in settles], "open_locks": open_locks}
+
+
+async def test_three_servers_a_coordinator_finds_a_specialist_and_the_payer_pays_once(one_world):
+    """Three server processes (the coordinator, the currency agent, the poet) and the platform:
+    the coordinator's model discovers by intent and delegates to what it found."""
+    world, owners = one_world, await make_owners(one_world)
+    currency, _ = await start(world, owners["sam_key"], "currency")
+    poet, _ = await start(world, owners["sam_key"], "poet")
+    coordinator_process, port = await start(world, world.owner_key, "coordinator")
+    try:
+        minted = await world.mint("1", audience="coordinator")
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/coordinator", api_key=world.payer_key,
+                                    default_headers={"X-Payment-Token": minted["token"]}, max_retries=0)
+        answer = await client.chat.completions.create(model="coordinator", messages=[{"role": "user", "content": "go"}])
+        assert answer.choices[0].message.content.startswith("The specialist says: Tool results:")
+        assert "convert returned" in answer.choices[0].message.content  # currency's tool, not the poet's
+        for _ in range(50):
+            if len((await ledger(world))["settles"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop(currency, poet, coordinator_process)
+    sam, olivia = owners["sam"]["id"], world.owner["id"]
+    # currency settled its tool (0.02) from the child token; the coordinator its three model
+    # calls (0.003) from the caller's lock; once each; the rest of the authorisation came back
+    assert sorted((await ledger(world))["settles"]) == sorted([(sam, to_micros("0.02")), (olivia, to_micros("0.003"))])
+    assert (await world.store.balance(token=minted["token"])) == {"balance": "0.977000", "locked": "0.000000"}
+    assert (await world.store.balance(user_reference="paul"))["balance"] == "9.000000"
+    await world.ledger_is_balanced()
 
 
 async def test_a_coordinator_finds_a_specialist_by_intent_and_pays_exactly_what_it_charged(world, network):
