@@ -13,7 +13,10 @@ the median of the rounds' ratios is reported):
   its end (``[DONE]``; ``response.completed``).
 
 Prints JSON: the median requests per second of each kind and the median of the per-round
-ratios Responses / chat (target: within 10%, i.e. >= 0.9).
+ratios Responses / chat (target: within 10%, i.e. >= 0.9); and the server process's CPU time
+per request of each kind (user + system, from ``/proc`` on Linux), whose ratio chat / Responses
+is the throughput ratio a server limited by its own CPU would see, and which other load on
+the machine disturbs much less than the rates.
 
     python benchmarks/bench_responses.py [--seconds 2] [--rounds 15] [--concurrency 16]
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -63,8 +67,19 @@ def start() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the server did not start")
 
 
-async def load(url: str, kind: str, seconds: float, concurrency: int) -> float:
-    """Requests per second of ``kind`` over ``seconds`` with ``concurrency`` in flight."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process ``pid`` has used (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, kind: str, seconds: float, concurrency: int, counts: dict[str, int] | None = None) -> float:
+    """Requests per second of ``kind`` over ``seconds`` with ``concurrency`` in flight
+    (added to ``counts[kind]`` when given)."""
     path, body = KINDS[kind]
     done = 0
     deadline = time.perf_counter() + seconds
@@ -89,6 +104,8 @@ async def load(url: str, kind: str, seconds: float, concurrency: int) -> float:
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if counts is not None:
+            counts[kind] += done
         return done / (time.perf_counter() - started)
 
 
@@ -109,9 +126,13 @@ def main() -> None:
         for kind in KINDS:  # warm up every path once
             asyncio.run(load(url, kind, 0.5, 2))
         rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        requests = dict.fromkeys(KINDS, 0)
+        cpu = dict.fromkeys(KINDS, 0.0)
         for _ in range(args.rounds):
             for kind in KINDS:
-                rates[kind].append(asyncio.run(load(url, kind, args.seconds, args.concurrency)))
+                before = cpu_seconds(process.pid)
+                rates[kind].append(asyncio.run(load(url, kind, args.seconds, args.concurrency, requests)))
+                cpu[kind] += cpu_seconds(process.pid) - before
     finally:
         process.terminate()
         process.wait()
@@ -122,6 +143,12 @@ def main() -> None:
         "rps_median": {kind: round(value, 1) for kind, value in median.items()},
         "ratio_responses_to_chat": ratio(rates["responses"], rates["chat"]),
         "ratio_responses_stream_to_chat_stream": ratio(rates["responses_stream"], rates["chat_stream"]),
+        "server_cpu_ms_per_request": {kind: round(cpu[kind] / requests[kind] * 1000, 3) for kind in KINDS},
+        "cpu_ratio_chat_to_responses": round(cpu["chat"] / requests["chat"] / (cpu["responses"] / requests["responses"]), 3)
+        if cpu["responses"] else None,
+        "cpu_ratio_chat_stream_to_responses_stream": round(
+            cpu["chat_stream"] / requests["chat_stream"] / (cpu["responses_stream"] / requests["responses_stream"]), 3)
+        if cpu["responses_stream"] else None,
         "rounds": {kind: [round(v, 1) for v in values] for kind, values in rates.items()},
     }
     print(json.dumps(report, indent=2))

@@ -210,19 +210,22 @@ async def _events(
     translator: ResponseEvents,
     context: Context, save: Callable[[dict[str, Any]], Any],
 ) -> AsyncIterator[str]:
-    """SSE ``event:``/``data:`` pairs of the Responses stream; the stored response is saved
-    before ``response.completed`` goes out, so that a client may retrieve it at once."""
-    for event in translator.start():
-        yield _sse(event)
+    """SSE ``event:``/``data:`` pairs of the Responses stream, the events of one chunk in one
+    write; the stored response is saved before ``response.completed`` goes out, so that a
+    client may retrieve it at once."""
+    events = translator.start()  # sent with the first chunk's events, or with the end
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         try:
             if isinstance(first, MaxTurnsExceeded):
                 raise first
-            for event in translator.chunk(first) if first is not None else []:
-                yield _sse(event)
+            if first is not None:
+                events += translator.chunk(first)
+            yield _sse(events)
+            events = []
             async for chunk in stream:
-                for event in translator.chunk(chunk):
-                    yield _sse(event)
+                translated = translator.chunk(chunk)
+                if translated:
+                    yield _sse(translated)
             end = translator.finish(translator.finish_reason or "stop")
         except MaxTurnsExceeded:
             end = translator.finish(None, usage_from_records(context.usage_records))
@@ -234,13 +237,12 @@ async def _events(
             end = translator.fail("server_error", error.message)
     if translator.response["status"] != "failed":
         await save(translator.response)
-    for event in end:
-        yield _sse(event)
+    yield _sse(events + end)
 
 
-def _sse(event: dict[str, Any]) -> str:
-    """One SSE event as OpenAI sends them: ``event: {type}`` then ``data: {json}``."""
-    return sse_event(event, event["type"])
+def _sse(events: list[dict[str, Any]]) -> str:
+    """SSE events as OpenAI sends them: ``event: {type}`` then ``data: {json}``, each."""
+    return "".join(sse_event(event, event["type"]) for event in events)
 
 
 def model_header(context: Context) -> dict[str, str]:
