@@ -198,6 +198,7 @@ def test_max_output_tokens_reached_is_incomplete(base_url, stream):
         response = httpx.post(f"{base_url}/v1/responses", json=body).json()
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert response["output"][0]["content"][0]["text"] == "cut sh" and response["usage"]["output_tokens"] == 3
+    assert response["output"][0]["status"] == "incomplete"  # the message was cut, as OpenAI marks it
 
 
 @pytest.mark.parametrize("stream", [False, True])

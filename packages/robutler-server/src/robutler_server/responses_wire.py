@@ -277,12 +277,12 @@ def function_call_item(call: dict[str, Any], item_id: str | None = None, status:
     }
 
 
-def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat assistant message as output items: a ``message`` for its text (also for an
-    empty answer without tool calls), then one ``function_call`` per tool call."""
+def output_items(message: dict[str, Any], status: str = "completed") -> list[dict[str, Any]]:
+    """A chat assistant message as output items with ``status``: a ``message`` for its text
+    (also for an empty answer without tool calls), then one ``function_call`` per tool call."""
     calls = message.get("tool_calls") or []
-    items = [message_item(message["content"])] if message.get("content") or not calls else []
-    return items + [function_call_item(call) for call in calls]
+    items = [message_item(message["content"] or "", status=status)] if message.get("content") or not calls else []
+    return items + [function_call_item(call, status=status) for call in calls]
 
 
 def finished(response: dict[str, Any], output: list[dict[str, Any]], finish_reason: str | None,
@@ -304,7 +304,8 @@ def finished(response: dict[str, Any], output: list[dict[str, Any]], finish_reas
 def response_from_completion(response: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
     """The finished ``response`` for a ``chat.completion`` (see :func:`finished`)."""
     choice = completion["choices"][0]
-    return finished(response, output_items(choice["message"]), choice["finish_reason"], completion.get("usage"))
+    status = "incomplete" if choice["finish_reason"] in INCOMPLETE_REASONS else "completed"
+    return finished(response, output_items(choice["message"], status), choice["finish_reason"], completion.get("usage"))
 
 
 def failed(response: dict[str, Any], output: list[dict[str, Any]], code: str, message: str) -> dict[str, Any]:
@@ -446,7 +447,8 @@ class ResponseEvents:
         events = []
         if not self.items and finish_reason is not None:  # an empty answer is an empty message, as without streaming
             events += self._open_message()
-        events += self._close("completed" if finish_reason is not None else "incomplete")
+        incomplete = finish_reason is None or finish_reason in INCOMPLETE_REASONS
+        events += self._close("incomplete" if incomplete else "completed")
         self.response = finished(self.response, self.items, finish_reason, usage or self.usage)
         kind = "response.completed" if self.response["status"] == "completed" else "response.incomplete"
         return events + [self.event(kind, response=self.response)]
