@@ -16,7 +16,7 @@ from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_c
 from robutler_core.testing.models import ScriptedModel
 from robutler_server import create_app
 from robutler_server.testing import serve_in_thread
-from robutler_skill_platform import AuthSkill, PaymentSkill, PricingInfo, pricing
+from robutler_skill_platform import AuthSkill, DiscoverySkill, NLISkill, PaymentSkill, PricingInfo, pricing
 from robutler_skill_platform.money import to_micros
 from robutler_skill_platform.service.tokens import Signer
 
@@ -326,3 +326,29 @@ async def test_a_bad_payment_token_is_402_naming_what_is_wrong(world, agent_serv
     error = caught.value.response.json()["error"]
     assert error["code"] == "invalid_payment_token"
     assert {"malformed": "not valid", "forged": "signature", "foreign-issuer": "not issued by this platform"}[kind] in error["message"]
+
+
+@pytest.mark.parametrize(
+    "skill, config, words",
+    [
+        (PaymentSkill, {"markup": -1}, "option 'markup': Input should be greater than or equal to 0"),
+        (PaymentSkill, {"per_request_lock": "0.0000001"}, "per_request_lock has more than six decimal places"),
+        (PaymentSkill, {"per_request_lock": 0}, "per_request_lock must be more than 0"),
+        (AuthSkill, {"cache_ttl": -5}, "option 'cache_ttl'"),
+        (NLISkill, {"max_authorized_amount": 0}, "option 'max_authorized_amount'"),
+        (DiscoverySkill, {"intents": [{"intent": ""}]}, "option 'intents.0"),
+    ],
+)
+def test_bad_skill_options_are_configuration_errors(skill, config, words):
+    from robutler_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=words.replace("(", r"\(")):
+        skill({"platform_url": "http://127.0.0.1:9", **config})
+
+
+def test_a_skill_without_a_platform_is_a_configuration_error(monkeypatch):
+    from robutler_core.errors import ConfigurationError
+
+    monkeypatch.delenv("ROBUTLER_PLATFORM_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="set platform_url"):
+        AuthSkill({}).check_configuration()

@@ -67,10 +67,16 @@ class PaymentsConfig(pydantic.BaseModel):
     """The agent owner's API key (default ``$ROBUTLER_API_KEY``): locks and settles are its."""
     per_request_lock: str | float = "0.10"
     """Dollars locked when a request starts (and what a 402's ``accepts`` asks for)."""
-    markup: str | float = "1"
+    markup: Decimal = pydantic.Field(default=Decimal(1), ge=0, allow_inf_nan=False)
     """Multiplies the cost of model calls (not tool prices)."""
     timeout: float = pydantic.Field(default=10.0, gt=0)
     """Seconds per platform call."""
+
+    @pydantic.field_validator("per_request_lock")
+    @classmethod
+    def _an_amount(cls, value: str | float) -> str | float:
+        to_micros(value, field="per_request_lock", allow_zero=False)  # ValueError names the problem
+        return value
 
 
 class _Payment:
@@ -94,9 +100,7 @@ class PaymentSkill(Skill):
         super().__init__(config, **kwargs)
         self.settings = PaymentsConfig.model_validate(self.config)
         self.lock_micros = to_micros(self.settings.per_request_lock, field="per_request_lock", allow_zero=False)
-        self.markup = Decimal(str(self.settings.markup))
-        if not self.markup.is_finite() or self.markup < 0:
-            raise ValueError(f"markup must be a number >= 0, got {self.settings.markup!r}")
+        self.markup = self.settings.markup
         self.client: PlatformClient | None = None
 
     def check_configuration(self) -> None:
