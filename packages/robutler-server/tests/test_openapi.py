@@ -38,8 +38,8 @@ class Calculator(Skill):
 
 # unsupported_params="ignore": most generated requests set some parameter the test model does
 # not honour; ignoring them lets those requests reach the model and check the 200 answers too.
-# plugins: none of the installed packages' routes: this is the server's own document (and
-# schemathesis runs the app's lifespan once per request, which a plugin's lifetime need not allow).
+# plugins: none of the installed packages' routes: this checks the server's own document (the
+# packages that add routes test theirs).
 app = create_app([Agent("helper", "Be helpful.", model="test", skills={"calc": Calculator()},
                         unsupported_params="ignore")], plugins=pluggy.PluginManager("robutler"))
 # The coverage phase sends ~900 boundary-value bodies per chat route (~20 s): too slow for the
