@@ -9,7 +9,9 @@ spread over ``--users`` callers (50) of one agent, then measures one caller's qu
   skill's own SQL (``long_term._SEARCH``) run on a raw ``asyncpg`` connection of the same pool;
 - vectors, once per backend side by side (``milvus``: Milvus Lite from a file, sealed and
   indexed as the skill leaves it; ``pgvector``: ``halfvec`` rows on the same PostgreSQL, with
-  the HNSW index, or exact scans where the store's ``index: auto`` leaves it out): the tool
+  the HNSW index where the store's ``index: auto`` builds it, PostgreSQL's plan choosing the
+  index or an exact scan (noted in the output); ``pgvector-exact``: the same with
+  ``pg_index: none``): the tool
   ``VectorMemorySkill.search`` against the same search on a raw ``pymilvus`` client / raw
   ``asyncpg``. The skill's query embedding is precomputed (an embeddings-only LLM skill that
   looks the vector up), so the figure is the search's; embedding a query with the real local
@@ -25,8 +27,8 @@ PostgreSQL is the embedded one (pgserver) in a temporary ``ROBUTLER_DATA_DIR`` u
 ``--dsn`` names a server (its tables of the benchmark's agent are emptied first).
 
     python benchmarks/bench_memory.py [--sizes 10000,100000] [--rounds 5] [--queries 100]
-                                      [--backends milvus,pgvector] [--milvus-index HNSW]
-                                      [--dsn URL] [--quick]
+                                      [--backends milvus,pgvector,pgvector-exact]
+                                      [--milvus-index HNSW] [--interleaved] [--dsn URL] [--quick]
 """
 
 from __future__ import annotations
