@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -202,10 +203,7 @@ class Agent:
         skill.agent = self
         self.skills[skill_name] = skill
         self._pm.add(skill, name=skill_name)
-        for attribute in definition_order(type(skill)):
-            member = getattr(type(skill), attribute, None)
-            if not callable(member):
-                continue
+        for attribute, member in _marked_members(type(skill)):
             if hasattr(member, TOOL_MARKER):
                 self.register_tool(getattr(skill, attribute), source=skill)
             if hasattr(member, HANDOFF_MARKER):
@@ -621,6 +619,25 @@ def connect_agents(agents: list[Agent]) -> dict[str, Agent]:
         for handoff in agent.handoffs_for_scope("admin"):
             handoff.bind(agent)
     return directory
+
+
+_MARKS = (TOOL_MARKER, HANDOFF_MARKER, HTTP_MARKER, PROMPT_MARKER)
+_MARKED_MEMBERS: weakref.WeakKeyDictionary[type, tuple[tuple[str, Any], ...]] = weakref.WeakKeyDictionary()
+
+
+def _marked_members(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(attribute, class member) of each ``@tool``, ``@handoff``, ``@http`` or ``@prompt``
+    member of a skill class, in :func:`definition_order`; read once per class (cached), like
+    its hooks (see :class:`~robutler_core.lifecycle.LifecyclePluginManager`)."""
+    cached = _MARKED_MEMBERS.get(cls)
+    if cached is None:
+        members = ((attribute, getattr(cls, attribute, None)) for attribute in definition_order(cls))
+        cached = tuple(
+            (attribute, member) for attribute, member in members
+            if callable(member) and any(hasattr(member, mark) for mark in _MARKS)
+        )
+        _MARKED_MEMBERS[cls] = cached
+    return cached
 
 
 def _default_scope(source: Any) -> Any:

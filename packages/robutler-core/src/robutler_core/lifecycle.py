@@ -11,8 +11,10 @@ import inspect
 import itertools
 import logging
 import threading
+import types
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -77,12 +79,51 @@ class RuntimeHook:
         return self.function(*args)
 
 
+class _ClassHooks(NamedTuple):
+    """What registering an instance of one plugin class needs, worked out once per class."""
+
+    hooks: tuple[tuple[str, Any, str], ...] | None
+    """(attribute, hookimpl options, event) of each hookimpl the class declares; ``None``
+    when instances of the class go through pluggy's own scan (a class with ``__slots__`` or
+    its own ``__dir__``)."""
+    names: frozenset[str]
+    """The attributes in ``hooks``."""
+    order: dict[str, int]
+    """Attribute name -> place in :func:`definition_order`."""
+
+
+_CLASS_HOOKS: weakref.WeakKeyDictionary[type, _ClassHooks] = weakref.WeakKeyDictionary()
+_SPECS: dict[str, Any] = {}
+
+
+def _lifecycle_specs() -> dict[str, Any]:
+    """The pluggy HookSpec of each lifecycle event, built once per process and shared by the
+    agents' plugin managers (a HookSpec is read-only once built)."""
+    if not _SPECS:
+        template = pluggy.PluginManager("robutler")
+        template.add_hookspecs(LifecycleSpecs)
+        _SPECS.update({event: getattr(template.hook, event).spec for event in LIFECYCLE_EVENTS})
+    return _SPECS
+
+
 class LifecyclePluginManager(pluggy.PluginManager):
-    """One per agent: its skills (and runtime hooks) are the plugins, events the hookspecs."""
+    """One per agent: its skills (and runtime hooks) are the plugins, events the hookspecs.
+
+    Constructing one and registering a skill are cheap (an agent is built in tens of
+    microseconds): the hookspecs are parsed once per process, and which attributes of a
+    skill class are hookimpls once per class, the first time an instance is registered. A
+    class's hook methods are read then: adding or replacing them on the class afterwards
+    does not reach later agents (register a hook at run time with ``register_hook``).
+    Instances whose own attributes hold callables, and classes with ``__slots__`` or their
+    own ``__dir__``, take pluggy's full scan each time, with the same result.
+    """
 
     def __init__(self) -> None:
         super().__init__("robutler")
-        self.add_hookspecs(LifecycleSpecs)
+        for event, spec in _lifecycle_specs().items():  # add_hookspecs(LifecycleSpecs), cached
+            caller = pluggy.HookCaller(event, self._hookexec)
+            caller.spec = spec
+            setattr(self.hook, event, caller)
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._sequence: dict[int, tuple[int, dict[str, int]]] = {}
@@ -95,19 +136,69 @@ class LifecyclePluginManager(pluggy.PluginManager):
 
     def add(self, plugin: Any, name: str) -> None:
         """Register a plugin; an unknown event or argument fails with ConfigurationError."""
+        declared = self._class_hooks(type(plugin))
         with self._lock:
             try:
-                self.register(plugin, name=name)
-                self.check_pending()
+                if not self._register_declared(plugin, name, declared):
+                    self.register(plugin, name=name)
+                    self.check_pending()
             except pluggy.PluginValidationError as exc:
                 if self.is_registered(plugin):
                     self.unregister(plugin)
                 raise ConfigurationError(
                     f"{name}: {exc}; lifecycle events are: {', '.join(LIFECYCLE_EVENTS)}"
                 ) from None
-            order = definition_order(type(plugin))
-            self._sequence[id(plugin)] = (next(self._order), {name: i for i, name in enumerate(order)})
+            self._sequence[id(plugin)] = (next(self._order), declared.order)
             self._sorted = {}
+
+    def _class_hooks(self, cls: type) -> _ClassHooks:
+        """The :class:`_ClassHooks` of ``cls`` (cached; computing it twice is harmless)."""
+        cached = _CLASS_HOOKS.get(cls)
+        if cached is not None:
+            return cached
+        order = {name: i for i, name in enumerate(definition_order(cls))}
+        hooks: tuple[tuple[str, Any, str], ...] | None = None
+        plain = cls.__dir__ is object.__dir__ and not any(
+            isinstance(value, types.MemberDescriptorType) for klass in cls.__mro__ for value in vars(klass).values()
+        )
+        if plain and not issubclass(cls, RuntimeHook):
+            found = []
+            for attribute in dir(cls):  # what pluggy's scan finds on an instance, minus its __dict__
+                opts = pluggy.PluginManager.parse_hookimpl_opts(self, cls, attribute)
+                if opts is not None:
+                    for key in ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper"):
+                        opts.setdefault(key, False)  # pluggy's normalize_hookimpl_opts
+                    opts.setdefault("specname", None)
+                    found.append((attribute, opts, opts.get("specname") or attribute))
+            hooks = tuple(found)
+        cached = _ClassHooks(hooks, frozenset(a for a, _, _ in hooks or ()), order)
+        _CLASS_HOOKS[cls] = cached
+        return cached
+
+    def _register_declared(self, plugin: Any, name: str, declared: _ClassHooks) -> bool:
+        """Register ``plugin`` from its class's cached hookimpls, as pluggy's ``register``
+        would (same HookImpls, same checks, all-or-nothing); ``False`` when it cannot be
+        done that way (pluggy's scan is needed, or pluggy is to raise its own error)."""
+        if declared.hooks is None:
+            return False
+        own = getattr(plugin, "__dict__", None) or {}
+        if own and (not declared.names.isdisjoint(own) or any(callable(v) for v in own.values())):
+            return False  # the instance's own attributes might hold or shadow a hookimpl
+        registered = self._name2plugin
+        if name in registered or plugin in registered.values():
+            return False
+        impls = []
+        for attribute, opts, event in declared.hooks:
+            caller = getattr(self.hook, event, None)
+            if caller is None or caller.spec is None:
+                return False  # an unknown event: pluggy registers it and check_pending fails
+            impl = pluggy.HookImpl(plugin, name, getattr(plugin, attribute), opts)
+            self._verify_hook(caller, impl)
+            impls.append((caller, impl))
+        registered[name] = plugin
+        for caller, impl in impls:
+            caller._add_hookimpl(impl)
+        return True
 
     def hookimpls(self, event: str) -> list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]:
         """The event's (hookimpl, priority, scope), sorted by priority, then in registration

@@ -75,6 +75,7 @@ class SkillRegistry:
 
     def __init__(self) -> None:
         self._skills: dict[str, SkillInfo] = {}
+        self._by_prefix: dict[str, SkillInfo] = {}  # llm_for_prefix's answers; cleared by add
 
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> SkillRegistry:
@@ -119,6 +120,7 @@ class SkillRegistry:
                 f"({skill_class.__qualname__})"
             )
         self._skills[name] = SkillInfo(name, skill_class, distribution, version)
+        self._by_prefix = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self._skills
@@ -149,10 +151,14 @@ class SkillRegistry:
 
         Raises ConfigurationError listing the prefixes the installed LLM skills serve.
         """
+        cached = self._by_prefix.get(prefix)
+        if cached is not None:
+            return cached
         llms = [info for info in self._skills.values() if info.is_llm]
         for attribute in ("model_prefixes", "fallback_prefixes"):
             for info in llms:
                 if prefix in getattr(info.skill_class, attribute):
+                    self._by_prefix[prefix] = info
                     return info
         served = sorted(
             {p for i in llms for p in (*i.skill_class.model_prefixes, *i.skill_class.fallback_prefixes)}

@@ -1,0 +1,180 @@
+"""Start-up costs: agent construction (against openai-agents and pydantic-ai), import time of
+``robutler_core`` and ``robutler_server``, and how long ``robutler serve`` takes to answer.
+
+Measured in one run, side by side:
+
+- ``construct``: microseconds to build one agent on an offline test model, best of
+  ``--repeat`` timeit runs: ``robutler_core.Agent("bench", ..., model="test")``,
+  ``agents.Agent(name="bench", ...)`` (openai-agents) and
+  ``pydantic_ai.Agent(TestModel(), ...)`` (pydantic-ai), each with instructions. The peers are
+  skipped (reported as ``null``) when not installed.
+- ``import``: milliseconds a fresh ``python -c "import X"`` takes over a bare
+  ``python -c "pass"`` (wall clock, the fastest of ``--runs`` starts of each).
+- ``serve_ready``: milliseconds from starting ``robutler serve agents.yaml`` (three agents on
+  the ``test`` model) to its first ``200`` on ``GET /health``, fastest of ``--serve-runs``.
+
+    python benchmarks/bench_startup.py [--runs 5] [--serve-runs 3] [--repeat 5]
+
+Prints one JSON object. Targets (issue 13): construction under 100 us, ``import robutler_core``
+under 100 ms, ``import robutler_server`` under 500 ms, ``robutler serve`` ready in under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+AGENTS_FILE = """\
+agents:
+  - name: alpha
+    instructions: You are the first benchmark agent.
+    model: test
+  - name: beta
+    instructions: You are the second benchmark agent.
+    model: test
+  - name: gamma
+    instructions: You are the third benchmark agent.
+    model: test
+"""
+
+ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def best_per_call(build: Callable[[], Any], repeat: int) -> float:
+    """Seconds per call of ``build``: the best of ``repeat`` timeit runs of about 0.2 s each."""
+    timer = timeit.Timer(build)
+    number, _ = timer.autorange()
+    return min(timer.repeat(repeat=repeat, number=number)) / number
+
+
+def construction_builders() -> dict[str, Callable[[], Any] | None]:
+    """One zero-argument builder per framework (``None`` when it is not installed)."""
+    from robutler_core import Agent
+
+    builders: dict[str, Callable[[], Any] | None] = {
+        "robutler": lambda: Agent("bench", "You are a benchmark.", model="test"),
+    }
+    try:
+        import agents  # openai-agents
+
+        builders["openai_agents"] = lambda: agents.Agent(name="bench", instructions="You are a benchmark.")
+    except ImportError:
+        builders["openai_agents"] = None
+    try:
+        import pydantic_ai
+        from pydantic_ai.models.test import TestModel
+
+        builders["pydantic_ai"] = lambda: pydantic_ai.Agent(TestModel(), instructions="You are a benchmark.")
+    except ImportError:
+        builders["pydantic_ai"] = None
+    return builders
+
+
+def construction(repeat: int) -> dict[str, float | None]:
+    """Microseconds per agent construction, by framework."""
+    result: dict[str, float | None] = {}
+    for name, build in construction_builders().items():
+        if build is None:
+            result[name] = None
+            continue
+        build()  # warm: first-use imports and caches are start-up, not construction
+        result[name] = round(best_per_call(build, repeat) * 1e6, 1)
+    return result
+
+
+def fastest_start(code: str, runs: int) -> float:
+    """Seconds of the fastest of ``runs`` fresh ``python -c code`` processes (wall clock)."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def import_times(runs: int) -> dict[str, float]:
+    """Milliseconds each import adds to a bare interpreter start (fastest of ``runs``)."""
+    bare = fastest_start("pass", runs)
+    result = {"bare_python_ms": round(bare * 1000, 1)}
+    for module in ("robutler_core", "robutler_server"):
+        result[module] = round((fastest_start(f"import {module}", runs) - bare) * 1000, 1)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_ready(runs: int) -> float | None:
+    """Milliseconds from spawning ``robutler serve`` (three agents) to its first 200 on
+    ``/health``: the fastest of ``runs``; ``None`` when the ``robutler`` command is missing."""
+    robutler = shutil.which("robutler", path=os.path.dirname(sys.executable)) or shutil.which("robutler")
+    if robutler is None:
+        return None
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "agents.yaml")
+        with open(path, "w") as f:
+            f.write(AGENTS_FILE)
+        for _ in range(runs):
+            port = free_port()
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [robutler, "serve", path, "--port", str(port), "--log-level", "warning"],
+                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            try:
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"robutler serve exited: {process.stderr.read().decode()}")
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                            if response.status == 200:
+                                break
+                    except (urllib.error.URLError, ConnectionError):
+                        pass
+                    if time.perf_counter() - started > 30:
+                        raise RuntimeError("robutler serve did not answer /health within 30 s")
+                    time.sleep(0.005)
+                best = min(best, time.perf_counter() - started)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+                process.stderr.close()
+    return round(best * 1000, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="interpreter starts per import timing")
+    parser.add_argument("--serve-runs", type=int, default=3, help="robutler serve starts")
+    parser.add_argument("--repeat", type=int, default=5, help="timeit repeats per construction")
+    args = parser.parse_args()
+
+    built = construction(args.repeat)
+    report: dict[str, Any] = {"construct_us": built}
+    if built.get("openai_agents"):
+        report["construct_ratio_robutler_to_openai_agents"] = round(built["robutler"] / built["openai_agents"], 2)
+    if built.get("pydantic_ai"):
+        report["construct_ratio_robutler_to_pydantic_ai"] = round(built["robutler"] / built["pydantic_ai"], 2)
+    report["import_ms_over_bare_python"] = import_times(args.runs)
+    report["serve_ready_ms_three_agents"] = serve_ready(args.serve_runs)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
