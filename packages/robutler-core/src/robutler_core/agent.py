@@ -11,6 +11,7 @@ import re
 import threading
 import uuid
 import weakref
+from concurrent.futures import Executor
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -31,6 +32,10 @@ logger = logging.getLogger("robutler_core.agent")
 
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_MAX_TURNS = 10
+DEFAULT_REQUEST_TIMEOUT = 600.0
+"""Seconds a request may take, model calls and tools included (``request_timeout``)."""
+DEFAULT_TOOL_TIMEOUT = 60.0
+"""Seconds a server-side tool call may take when its ``@tool`` sets no ``timeout``."""
 _HOOK_OPTIONS = frozenset({"handler", "priority", "scope"})
 _OWNER = frozenset({"owner"})
 
@@ -67,6 +72,15 @@ class Agent:
             (``stream``, ``stream_options``, ``model``, ``messages``, ``tools``) are not checked.
         registry: where skill names (dependencies, model prefixes) resolve; defaults to the
             installed plugins.
+        request_timeout: seconds a request may take from its first model call to its answer
+            (``on_connection`` and ``finalize_connection`` excluded); past it the request ends
+            with UpstreamTimeoutError (504, code ``request_timeout``), mid-stream too.
+        tool_timeout: seconds a server-side tool call may take when its ``@tool(timeout=...)``
+            sets none; past it the call is cancelled and the model gets
+            ``Error: tool 'name' timed out after N s`` as its result.
+        tool_executor: where synchronous tools run (a ``concurrent.futures.Executor``; the
+            server gives its agents one bounded pool); ``None``: ``asyncio.to_thread`` (the
+            event loop's default executor).
 
     Raises:
         ConfigurationError: bad name, unknown model prefix or skill, a misspelt hook event,
@@ -89,6 +103,9 @@ class Agent:
         scopes: list[str] | None = None,
         fallbacks: list[str | LLMSkill] | None = None,
         unsupported_params: Literal["error", "ignore"] = "error",
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        tool_timeout: float = DEFAULT_TOOL_TIMEOUT,
+        tool_executor: Executor | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME_PATTERN.match(name):
             raise ConfigurationError(
@@ -101,12 +118,18 @@ class Agent:
             raise ConfigurationError(
                 f"unsupported_params must be 'error' or 'ignore', got {unsupported_params!r}"
             )
+        for option, value in (("request_timeout", request_timeout), ("tool_timeout", tool_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigurationError(f"{option} must be a positive number of seconds, got {value!r}")
         if scopes is not None and scope != "all":
             raise ConfigurationError("give the agent's scope as scope= or scopes=, not both")
         self.name = name
         self.instructions = instructions or ""
         self.scope = normalize_scope(scopes if scopes is not None else scope)
         self.max_turns = max_turns
+        self.request_timeout = float(request_timeout)
+        self.tool_timeout = float(tool_timeout)
+        self.tool_executor = tool_executor
         self.unsupported_params = unsupported_params
         self.directory: dict[str, Agent] | None = None
         self.http_routes: list[HttpRoute] = []

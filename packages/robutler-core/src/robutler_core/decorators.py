@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar, overload
 from .handoffs import HANDOFF_MARKER, Handoff, LLMHandoff, LocalAgentHandoff
 from .hookspecs import hookimpl
 from .scopes import Scope, normalize_scope
-from .tools import TOOL_MARKER
+from .tools import TOOL_MARKER, check_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +28,8 @@ HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 def tool(func: F, /) -> F: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, scope: Scope = None
+    *, name: str | None = None, description: str | None = None, scope: Scope = None,
+    timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     func: Callable[..., Any] | None = None,
@@ -37,6 +38,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     scope: Scope = None,
+    timeout: float | None = None,
 ) -> Any:
     """Mark a function as a server-side tool, bare (``@tool``) or with options.
 
@@ -45,11 +47,17 @@ def tool(
         description: shown to the model (default: the docstring).
         scope: who may see and run it: ``"all"`` (default), ``"owner"``, ``"admin"``, a
             custom name, or a list.
+        timeout: seconds a call may take (default: the agent's ``tool_timeout``, 60); past
+            it the call is cancelled and the model gets an error result. A synchronous tool's
+            thread cannot be stopped: it runs on until the function returns.
+
+    Raises TypeError for a bad scope or a timeout that is not a positive number.
     """
     normalize_scope(scope)  # fail at decoration time on a bad scope
+    check_timeout(timeout)
 
     def mark(f: F) -> F:
-        setattr(f, TOOL_MARKER, {"name": name, "description": description, "scope": scope})
+        setattr(f, TOOL_MARKER, {"name": name, "description": description, "scope": scope, "timeout": timeout})
         return f
 
     return mark(func) if func is not None else mark

@@ -38,7 +38,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .context import Context
-from .errors import RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded, UpstreamError
+from .errors import (
+    RETRYABLE_ERRORS, BadRequestError, ConfigurationError, MaxTurnsExceeded, UpstreamError, UpstreamTimeoutError,
+)
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
 from .tools import Tool, ToolArgumentsError, tool_result_text
@@ -71,10 +73,20 @@ class ToolLoop:
         the final ``chat.completion``. ``emit`` receives each chunk when streaming."""
         agent = self.agent
         async with agent.connection(context):
-            for i, message in enumerate(context.messages):
-                context.messages[i] = await agent.dispatch("on_message", context, message=message)
-            context.transcript = list(context.messages)
-            return await self._run_turns(context, emit)
+            deadline = asyncio.timeout(agent.request_timeout)
+            try:
+                async with deadline:
+                    for i, message in enumerate(context.messages):
+                        context.messages[i] = await agent.dispatch("on_message", context, message=message)
+                    context.transcript = list(context.messages)
+                    return await self._run_turns(context, emit)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise UpstreamTimeoutError(
+                    f"agent '{agent.name}' did not answer within its request_timeout of "
+                    f"{agent.request_timeout:g} s", code="request_timeout",
+                ) from None
 
     async def stream(self, context: Context) -> AsyncIterator[dict[str, Any]]:
         """Serve a request as ``chat.completion.chunk`` dicts.
@@ -208,7 +220,9 @@ class ToolLoop:
         """One server-side tool call (an OpenAI ``tool_calls`` entry): ``before_toolcall``, the
         tool, ``after_toolcall``. Returns the result as the hooks left it and whether the call
         failed (blocked by a hook, no such tool among ``server_tools``, bad arguments, the tool
-        raised); a failure's result is its ``Error: ...`` text."""
+        raised, or ran past its timeout: ``tool.timeout``, else the agent's ``tool_timeout``);
+        a failure's result is its ``Error: ...`` text. A synchronous tool runs on the agent's
+        ``tool_executor``."""
         agent = self.agent
         failed = True
         try:
@@ -223,14 +237,22 @@ class ToolLoop:
                     ", ".join(sorted(server_tools)) or "none"
                 )
             else:
+                timeout = tool.timeout if tool.timeout is not None else agent.tool_timeout
+                deadline = asyncio.timeout(timeout)
                 try:
-                    result = tool_result_text(await tool.invoke(call["function"].get("arguments"), context))
+                    async with deadline:
+                        value = await tool.invoke(call["function"].get("arguments"), context, agent.tool_executor)
+                    result = tool_result_text(value)
                     failed = False
                 except ToolArgumentsError as exc:
                     result = f"Error: {exc}"
                 except Exception as exc:
-                    logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
-                    result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
+                    if isinstance(exc, TimeoutError) and deadline.expired():
+                        logger.warning("tool '%s' of agent '%s' timed out after %g s", name, agent.name, timeout)
+                        result = f"Error: tool '{name}' timed out after {timeout:g} s"
+                    else:
+                        logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
+                        result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
         return await agent.dispatch("after_toolcall", context, tool_call=call, result=result), failed
 
     async def _run_handoff(self, context: Context, call: dict[str, Any], handoff: Handoff) -> Any:

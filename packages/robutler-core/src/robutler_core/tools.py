@@ -11,10 +11,12 @@ parsed by ``docstring_parser``). A parameter named ``context`` receives the requ
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, NamedTuple
 
 import docstring_parser
@@ -24,7 +26,7 @@ import pydantic_core
 from .scopes import Scope, normalize_scope
 
 TOOL_MARKER = "_robutler_tool"
-"""Attribute ``@tool`` sets on a function: a dict of its options (name, description, scope)."""
+"""Attribute ``@tool`` sets on a function: a dict of its options (name, description, scope, timeout)."""
 
 
 class ToolCallResult(NamedTuple):
@@ -57,10 +59,11 @@ class Tool:
             ``invalid arguments for tool 'name': <message>`` as the tool's result). Without it
             any JSON object is passed on. Robutler core has no JSON Schema validator: pass
             one (``jsonschema``'s, say).
+        timeout: seconds a call may take; ``None``: the agent's ``tool_timeout``.
 
     Raises:
-        TypeError: ``parameters`` is not a JSON object schema (a dict), or ``validate`` is
-            given without ``parameters``.
+        TypeError: ``parameters`` is not a JSON object schema (a dict), ``validate`` is
+            given without ``parameters``, or ``timeout`` is not a positive number.
     """
 
     def __init__(
@@ -72,9 +75,11 @@ class Tool:
         scope: Scope = None,
         parameters: dict[str, Any] | None = None,
         validate: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.func = func
         self.name = name or func.__name__
+        self.timeout = check_timeout(timeout)
         self.scope = normalize_scope(scope)
         doc = docstring_parser.parse(inspect.getdoc(func) or "")
         summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
@@ -154,31 +159,48 @@ class Tool:
             ) from None
         return {field: getattr(validated, field) for field in type(validated).model_fields}
 
-    async def invoke(self, arguments: str | dict[str, Any] | None, context: Any = None) -> Any:
+    async def invoke(
+        self, arguments: str | dict[str, Any] | None, context: Any = None, executor: Executor | None = None
+    ) -> Any:
         """Validate ``arguments`` and call the function.
 
-        Async functions are awaited; sync ones run in a worker thread (``asyncio.to_thread``,
-        which carries the request's Context), so they neither block the event loop nor each
-        other.
+        Async functions are awaited; sync ones run in a worker thread of ``executor`` (default:
+        ``asyncio.to_thread``), with the request's Context, so they neither block the event
+        loop nor each other.
         """
         kwargs = self.validate_arguments(arguments)
         if self._arguments_model is None:  # an explicit schema: the arguments as one dict
             extra = {"context": context} if self.takes_context else {}
-            return await call_function(functools.partial(self.func, kwargs), extra)
+            return await call_function(functools.partial(self.func, kwargs), extra, executor)
         if self.takes_context:
             kwargs["context"] = context
-        return await call_function(self.func, kwargs)
+        return await call_function(self.func, kwargs, executor)
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
 
 
-async def call_function(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Call ``func(**kwargs)``: awaited when async, in a worker thread (``asyncio.to_thread``,
-    which carries the request's Context) when sync."""
+async def call_function(
+    func: Callable[..., Any], kwargs: dict[str, Any], executor: Executor | None = None
+) -> Any:
+    """Call ``func(**kwargs)``: awaited when async; when sync, in a worker thread of
+    ``executor`` (default: ``asyncio.to_thread``'s, the loop's default executor), with the
+    caller's context variables (the request's Context)."""
     if inspect.iscoroutinefunction(inspect.unwrap(func)):
         return await func(**kwargs)
-    return await await_me_maybe(await asyncio.to_thread(func, **kwargs))
+    if executor is None:
+        return await await_me_maybe(await asyncio.to_thread(func, **kwargs))
+    call = functools.partial(contextvars.copy_context().run, func, **kwargs)
+    return await await_me_maybe(await asyncio.get_running_loop().run_in_executor(executor, call))
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` (seconds) as a float, ``None`` kept; TypeError unless a positive number."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise TypeError(f"a tool timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 async def await_me_maybe(value: Any) -> Any:
