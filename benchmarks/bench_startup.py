@@ -11,9 +11,12 @@ Measured in one run, side by side:
 - ``import``: milliseconds a fresh ``python -c "import X"`` takes over a bare
   ``python -c "pass"`` (wall clock, the fastest of ``--runs`` starts of each).
 - ``serve_ready``: milliseconds from starting ``robutler serve agents.yaml`` (three agents on
-  the ``test`` model) to its first ``200`` on ``GET /health``, fastest of ``--serve-runs``.
+  the ``test`` model) to its first ``200`` on ``GET /health``, fastest of ``--serve-runs``: with
+  every installed plugin distribution loaded (what an operator gets), and with none
+  (``ROBUTLER_LOAD_PLUGINS=""``: robutler-core and robutler-server alone). The difference is
+  what the plugins' entry-point modules import at start-up.
 
-    python benchmarks/bench_startup.py [--runs 5] [--serve-runs 3] [--repeat 5]
+    python benchmarks/bench_startup.py [--runs 5] [--serve-runs 3] [--repeat 5] [--only import,serve]
 
 Prints one JSON object. Targets (issue 13): construction under 100 us, ``import robutler_core``
 under 100 ms, ``import robutler_server`` under 500 ms, ``robutler serve`` ready in under 1 s.
@@ -119,7 +122,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_ready(runs: int) -> float | None:
+def serve_ready(runs: int, env: dict[str, str]) -> float | None:
     """Milliseconds from spawning ``robutler serve`` (three agents) to its first 200 on
     ``/health``: the fastest of ``runs``; ``None`` when the ``robutler`` command is missing."""
     robutler = shutil.which("robutler", path=os.path.dirname(sys.executable)) or shutil.which("robutler")
@@ -135,7 +138,7 @@ def serve_ready(runs: int) -> float | None:
             started = time.perf_counter()
             process = subprocess.Popen(
                 [robutler, "serve", path, "--port", str(port), "--log-level", "warning"],
-                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             try:
                 while True:
@@ -163,16 +166,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="interpreter starts per import timing")
     parser.add_argument("--serve-runs", type=int, default=3, help="robutler serve starts")
     parser.add_argument("--repeat", type=int, default=5, help="timeit repeats per construction")
+    parser.add_argument(
+        "--only", default="construct,import,serve", help="comma list of: construct, import, serve"
+    )
     args = parser.parse_args()
+    parts = set(args.only.split(","))
+    if parts - {"construct", "import", "serve"}:
+        parser.error(f"--only takes construct, import, serve; got {args.only!r}")
 
-    built = construction(args.repeat)
-    report: dict[str, Any] = {"construct_us": built}
-    if built.get("openai_agents"):
-        report["construct_ratio_robutler_to_openai_agents"] = round(built["robutler"] / built["openai_agents"], 2)
-    if built.get("pydantic_ai"):
-        report["construct_ratio_robutler_to_pydantic_ai"] = round(built["robutler"] / built["pydantic_ai"], 2)
-    report["import_ms_over_bare_python"] = import_times(args.runs)
-    report["serve_ready_ms_three_agents"] = serve_ready(args.serve_runs)
+    report: dict[str, Any] = {}
+    if "construct" in parts:
+        built = construction(args.repeat)
+        report["construct_us"] = built
+        if built.get("openai_agents"):
+            report["construct_ratio_robutler_to_openai_agents"] = round(built["robutler"] / built["openai_agents"], 2)
+        if built.get("pydantic_ai"):
+            report["construct_ratio_robutler_to_pydantic_ai"] = round(built["robutler"] / built["pydantic_ai"], 2)
+    if "import" in parts:
+        report["import_ms_over_bare_python"] = import_times(args.runs)
+    if "serve" in parts:
+        report["serve_ready_ms_three_agents"] = {
+            "all_installed_plugins": serve_ready(args.serve_runs, ENV),
+            "no_plugins": serve_ready(args.serve_runs, {**ENV, "ROBUTLER_LOAD_PLUGINS": ""}),
+        }
     print(json.dumps(report, indent=2))
 
 

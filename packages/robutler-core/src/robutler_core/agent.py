@@ -9,10 +9,9 @@ import json
 import logging
 import re
 import threading
-import uuid
 import weakref
-from concurrent.futures import Executor
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any, Literal
 
 from .context import Context, _current_context
@@ -27,6 +26,7 @@ from .plugins import SkillRegistry, installed_skills
 from .scopes import Scope, normalize_scope, scope_admits
 from .skill import LLMSkill, Skill
 from .tools import TOOL_MARKER, Tool, ToolCallResult, await_me_maybe, tool_result_text
+from .wire import new_tool_call_id
 
 logger = logging.getLogger("robutler_core.agent")
 
@@ -462,7 +462,7 @@ class Agent:
         """
         async with self.connection(context):
             call = {
-                "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                "id": new_tool_call_id(), "type": "function",
                 "function": {
                     "name": name,
                     "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {}),

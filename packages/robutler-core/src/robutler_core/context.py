@@ -7,8 +7,8 @@ parameter named ``context``.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,7 +92,7 @@ class Context:
     headers: dict[str, str] = field(default_factory=dict)
     handoff_depth: int = 0
     answered_by: list[str] = field(default_factory=list)
-    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    request_id: str = field(default_factory=lambda: f"req_{os.urandom(16).hex()}")
     completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     usage_records: list[UsageRecord] = field(default_factory=list)

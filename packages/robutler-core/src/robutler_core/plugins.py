@@ -14,7 +14,6 @@ import importlib
 import os
 import re
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import pluggy
@@ -55,6 +54,8 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    from importlib import metadata  # here: importing it costs a start-up more than the rest of core
+
     allowed = os.environ.get("ROBUTLER_LOAD_PLUGINS")
     if allowed is not None:
         allowed_names = {_normalize(n) for n in allowed.split(",") if n.strip()}
@@ -207,6 +208,8 @@ def installed_skills() -> SkillRegistry:
 
 
 def _own_version() -> str | None:
+    from importlib import metadata
+
     try:
         return metadata.version("robutler-core")
     except metadata.PackageNotFoundError:

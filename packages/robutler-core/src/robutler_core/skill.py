@@ -8,8 +8,6 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pydantic
-
 from .context import Context, get_context
 from .decorators import DEFAULT_PRIORITY
 from .errors import ConfigurationError, invalid_response
@@ -17,7 +15,18 @@ from .scopes import Scope, normalize_scope
 from .tools import Tool
 
 if TYPE_CHECKING:
+    import pydantic
+
     from .agent import Agent
+    from .llm_config import LLMConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LLMConfig":  # defined apart, so that importing robutler_core defines no pydantic model
+        from .llm_config import LLMConfig
+
+        return LLMConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Skill:
@@ -84,6 +93,8 @@ class Skill:
             )
         if cls.config_model is None:
             return dict(config)
+        import pydantic
+
         try:
             validated = cls.config_model.model_validate(config)
         except pydantic.ValidationError as exc:
@@ -215,24 +226,6 @@ STANDARD_PARAMS: frozenset[str] = frozenset({
 })
 """The OpenAI chat-completions parameters every :class:`LLMSkill` is expected to honour
 (:attr:`LLMSkill.supported_params` of the base class)."""
-
-
-class LLMConfig(pydantic.BaseModel):
-    """The options every LLM provider skill takes; providers' :attr:`Skill.config_model`
-    extend it. Unknown options are refused (a misspelt option is an error, not ignored)."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    model: str | None = None
-    """The provider's model name (the part after ``provider/``)."""
-    fallbacks: list[str] | None = None
-    """Models (``"provider/model"``) the agent tries, in order, after a retryable failure."""
-    temperature: float | None = pydantic.Field(None, ge=0)
-    """Default sampling temperature of every request (a request's own value wins)."""
-    max_tokens: int | None = pydantic.Field(None, gt=0)
-    """Default output token limit of every request (a request's own value wins)."""
-    timeout: float | None = pydantic.Field(None, gt=0)
-    """Seconds per HTTP request to the provider."""
 
 
 class LLMSkill(Skill, abc.ABC):

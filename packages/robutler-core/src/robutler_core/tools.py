@@ -17,13 +17,13 @@ import inspect
 import json
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, NamedTuple
-
-import docstring_parser
-import pydantic
-import pydantic_core
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .scopes import Scope, normalize_scope
+
+if TYPE_CHECKING:  # imported where a tool is built, not with robutler_core
+    import docstring_parser
+    import pydantic
 
 TOOL_MARKER = "_robutler_tool"
 """Attribute ``@tool`` sets on a function: a dict of its options (name, description, scope, timeout)."""
@@ -77,6 +77,8 @@ class Tool:
         validate: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
     ) -> None:
+        import docstring_parser
+
         self.func = func
         self.name = name or func.__name__
         self.timeout = check_timeout(timeout)
@@ -147,9 +149,11 @@ class Tool:
                 except ValueError as exc:
                     raise ToolArgumentsError(f"invalid arguments for tool '{self.name}': {exc}") from None
             return arguments
+        from pydantic import ValidationError
+
         try:
             validated = self._arguments_model.model_validate(arguments)
-        except pydantic.ValidationError as exc:
+        except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
                 for err in exc.errors()
@@ -215,12 +219,16 @@ def tool_result_text(result: Any) -> str:
     """A tool's return value as the ``content`` of a ``role: "tool"`` message (JSON if not str)."""
     if isinstance(result, str):
         return result
-    return pydantic_core.to_json(result, fallback=str).decode()
+    from pydantic_core import to_json
+
+    return to_json(result, fallback=str).decode()
 
 
 def _arguments_model(
     func: Callable[..., Any], name: str, doc: docstring_parser.Docstring
 ) -> tuple[bool, type[pydantic.BaseModel]]:
+    import pydantic
+
     descriptions = {p.arg_name: p.description for p in doc.params if p.description}
     fields: dict[str, Any] = {}
     takes_context = False

@@ -7,8 +7,8 @@ travel as JSON.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
@@ -16,12 +16,12 @@ FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_ca
 
 def new_completion_id() -> str:
     """A fresh ``chatcmpl-...`` id."""
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return f"chatcmpl-{os.urandom(16).hex()}"
 
 
 def new_tool_call_id() -> str:
     """A fresh ``call_...`` id for a tool call."""
-    return f"call_{uuid.uuid4().hex[:24]}"
+    return f"call_{os.urandom(12).hex()}"
 
 
 def empty_usage() -> dict[str, int]:
