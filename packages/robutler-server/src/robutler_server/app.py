@@ -19,22 +19,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import pluggy
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from robutler_core import Agent, connect_agents
 from robutler_core.errors import BadRequestError, ConfigurationError, NotFoundError, RobutlerError
 from robutler_core.plugins import SkillRegistry, installed_skills
 
+from .config import AgentLimits, ServerConfig
 from .errors import install_error_handlers, internal_error, logger, sse_event
+from .guards import install_guards
 from .disconnect import until_disconnected
+from .metrics import Metrics
+from .observability import Observability
 from .http_routes import mount_http_routes
 from .openapi import install_openapi
 from .plugins import register_routes, server_plugins
+from .probes import DEFAULT_RETRY_INTERVAL, Readiness, install_probes
 from .responses import install_responses, model_header
 from .responses_store import MemoryResponseStore, ResponseStore
 from .schemas import ChatCompletionRequest
@@ -52,6 +57,11 @@ def create_app(
     registry: SkillRegistry | None = None,
     plugins: pluggy.PluginManager | None = None,
     response_store: ResponseStore | None = None,
+    ready_retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    tracer_provider: Any = None,
+    shutdown_timeout: float = 30.0,
+    server: ServerConfig | None = None,
+    limits: Mapping[str, AgentLimits] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
 
@@ -63,10 +73,23 @@ def create_app(
     ``response_store`` keeps stored responses (:func:`robutler_server.responses_store.response_store`:
     PostgreSQL for a DSN); by default the most recent 1,000 stay in process memory.
 
-    Its lifespan initialises every agent at start-up (:meth:`Agent.initialize`; a failure is
-    logged naming the agent and the skill, and start-up fails) and closes them at shutdown
-    (:meth:`Agent.close`). Without a lifespan (``httpx.ASGITransport``) an agent initialises
-    at its first request.
+    Its lifespan initialises every agent at start-up (:meth:`Agent.initialize`). A failure is
+    logged once naming the agent and the skill; that agent answers 503 (``agent_not_ready``) and
+    ``GET /ready`` says why until a retry, every ``ready_retry_interval`` seconds, succeeds
+    (:mod:`robutler_server.probes`); the other agents serve. At shutdown it waits up to
+    ``shutdown_timeout`` seconds for the requests in flight to end (their ``finalize_connection``
+    included), then closes every agent (:meth:`Agent.close`). Without a lifespan
+    (``httpx.ASGITransport``) an agent initialises at its first request.
+
+    ``GET /metrics`` serves Prometheus metrics (:mod:`robutler_server.metrics`); every request
+    gets an ``X-Request-ID`` (:mod:`robutler_server.observability`). With the ``otel`` extra
+    installed, requests, model calls and tool calls are traced (:mod:`robutler_server.tracing`)
+    with ``tracer_provider``, by default OpenTelemetry's global one.
+
+    ``server`` holds the server's settings (:class:`robutler_server.config.ServerConfig`: body
+    size, message and tool counts, rate-limit storage, tool threads, CORS origins, SSE
+    keep-alives) and ``limits`` each agent's rate limit and concurrency by name
+    (:mod:`robutler_server.guards`).
 
     Raises ConfigurationError when two agents share a name, a name shadows a server route
     (:data:`RESERVED_NAMES`), or a handoff names an agent that is not served here.
@@ -85,9 +108,21 @@ def create_app(
     started = int(time.time())
 
     plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]] = []
-    app = FastAPI(title=title, lifespan=_lifespan(list(by_name.values()), plugin_contexts))
+    readiness = Readiness(list(by_name.values()), ready_retry_interval)
+    observability = Observability(Metrics(), _tracing(tracer_provider))
+    app = FastAPI(
+        title=title,
+        lifespan=_lifespan(readiness, observability, shutdown_timeout, plugin_contexts),
+    )
     app.state.agents = by_name
+    app.state.readiness = readiness
     install_error_handlers(app)
+    plugin_contexts.append(install_guards(app, by_name, server or ServerConfig(), limits or {}))
+    observability.install(app)
+    install_probes(app, readiness)
+    install_metrics_route(app, observability.metrics)
+    for agent in by_name.values():
+        observability.instrument(agent)
     install_openapi(app)
     for agent in by_name.values():
         mount_http_routes(app, agent)
@@ -101,6 +136,8 @@ def create_app(
         agent = by_name.get(name)
         if agent is None:
             raise _not_found(name, as_model=as_model)
+        observability.agent_resolved(agent)
+        readiness.check(agent)
         return agent
 
     def model_object(agent: Agent) -> dict[str, Any]:
@@ -197,51 +234,57 @@ async def _describe_or_none(agent: Agent, request: Request) -> dict[str, Any] | 
     return None
 
 
-def _lifespan(agents: list[Agent], plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]]) -> Any:
-    """Start-up initialises every agent (:meth:`Agent.initialize`: skills connect, SDKs are
-    imported), so no request pays for it; a failure is logged naming the agent and fails
-    start-up. Then the plugins' ``register_routes`` context managers are entered. Shutdown
-    exits those, then closes every agent (:meth:`Agent.close`)."""
+def _lifespan(
+    readiness: Readiness,
+    observability: Observability,
+    shutdown_timeout: float,
+    plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]],
+) -> Any:
+    """Start-up initialises every agent (:class:`Readiness`: failures make the agent not ready,
+    retried in the background), so no request pays for it. Then the plugins' ``register_routes``
+    context managers are entered. Shutdown waits for the requests in flight (up to
+    ``shutdown_timeout`` seconds), exits those context managers, then closes every agent
+    (:meth:`Agent.close`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started: list[Agent] = []
         try:
-            for agent in agents:
-                started.append(agent)
-                try:
-                    await agent.initialize()
-                except Exception as exc:
-                    logger.error(
-                        "agent '%s' failed to start: %s raised %s: %s",
-                        agent.name, _failing_skill(agent, exc), type(exc).__name__, exc,
-                    )
-                    raise
-            async with contextlib.AsyncExitStack() as plugins:
+            async with readiness.running(), contextlib.AsyncExitStack() as plugins:
                 for plugin_context in plugin_contexts:
                     await plugins.enter_async_context(plugin_context)
-                yield
+                try:
+                    yield
+                finally:
+                    if not await observability.wait_idle(shutdown_timeout):
+                        logger.warning("shutdown: %d request(s) still running after %gs; closing the agents",
+                                       observability.in_flight, shutdown_timeout)
         finally:
-            for agent in started:
+            for agent in readiness.agents:
                 await agent.close()
 
     return lifespan
 
 
-def _failing_skill(agent: Agent, exc: BaseException) -> str:
-    """Which of the agent's skills raised ``exc``: ``skill 'name'`` for one of its ``skills``,
-    else ``skill ClassName`` (a fallback or handoff model), from the innermost traceback frame
-    whose ``self`` is one of them; ``a skill`` when none is."""
-    names = {id(skill): name for name, skill in agent.skills.items()}
-    skills = {id(skill): skill for skill in agent.all_skills()}
-    found = "a skill"
-    frame = exc.__traceback__
-    while frame is not None:
-        owner = frame.tb_frame.f_locals.get("self")
-        if id(owner) in skills:
-            found = f"skill '{names[id(owner)]}'" if id(owner) in names else f"skill {type(owner).__name__}"
-        frame = frame.tb_next
-    return found
+def _tracing(tracer_provider: Any) -> Any:
+    """A :class:`robutler_server.tracing.Tracing` when the ``otel`` extra is installed (or a
+    provider is given), else ``None`` (and OpenTelemetry is not imported)."""
+    from .tracing import Tracing, extra_installed
+
+    if tracer_provider is None and not extra_installed():
+        return None
+    return Tracing(tracer_provider)
+
+
+def install_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    """``GET /metrics``: the Prometheus text format (:mod:`robutler_server.metrics`)."""
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain": {}}}},
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
 
 async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) -> Any:
