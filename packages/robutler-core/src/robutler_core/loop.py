@@ -251,7 +251,9 @@ class ToolLoop:
                         logger.warning("tool '%s' of agent '%s' timed out after %g s", name, agent.name, timeout)
                         result = f"Error: tool '{name}' timed out after {timeout:g} s"
                     else:
-                        logger.warning("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
+                        # An expected failure (the model sees it): one line; the traceback at DEBUG.
+                        logger.warning("tool '%s' of agent '%s' failed: %s: %s", name, agent.name, type(exc).__name__, exc)
+                        logger.debug("tool '%s' of agent '%s' failed", name, agent.name, exc_info=True)
                         result = f"Error: tool '{name}' failed: {type(exc).__name__}: {exc}"
         return await agent.dispatch("after_toolcall", context, tool_call=call, result=result), failed
 
