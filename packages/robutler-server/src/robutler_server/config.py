@@ -11,20 +11,30 @@
         scopes: [all]                       # optional: who may use the agent
         handoffs: [billing, openai/gpt-4o]  # optional: agents of this file, or models
         unsupported_params: error           # optional: or ignore (drop request parameters the model cannot honour)
+        rate_limit: 60/minute               # optional: requests per caller ("limits" notation; ";" joins several)
+        request_timeout: 600                # optional: seconds per request (default 600)
+        tool_timeout: 60                    # optional: seconds per tool call without its own timeout (default 60)
+        max_concurrent_requests: 20         # optional: beyond it 503 with Retry-After
         skills:                             # skill name (as registered) -> its config
           weather: {units: metric}
           litellm: {api_base: http://localhost:4000/v1}
+    server:                                 # optional: the server's own settings (ServerConfig)
+      cors_origins: [https://app.example.com]
+      max_body_bytes: 4194304
+      rate_limit_storage: redis://localhost:6379   # default memory:// (one process)
+      sse_ping: 15
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from robutler_core import Agent, Skill, handoff
+from robutler_core.agent import DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOOL_TIMEOUT
 from robutler_core.errors import ConfigurationError
 from robutler_core.plugins import SkillRegistry, installed_skills
 
@@ -41,12 +51,93 @@ class AgentConfig(BaseModel):
     handoffs: list[str] = Field(default_factory=list)
     unsupported_params: Literal["error", "ignore"] = "error"
     skills: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    rate_limit: str | None = None
+    request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
+    tool_timeout: float = Field(default=DEFAULT_TOOL_TIMEOUT, gt=0)
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        return check_rate_limit(value)
+
+    def limits(self) -> AgentLimits:
+        """The server-side limits this declaration sets."""
+        return AgentLimits(rate_limit=self.rate_limit, max_concurrent_requests=self.max_concurrent_requests)
+
+
+class AgentLimits(BaseModel):
+    """What the server limits for one agent (robutler-server enforces these; the agent's own
+    ``request_timeout`` and ``tool_timeout`` are :class:`robutler_core.Agent` options).
+
+    ``rate_limit``: requests each caller may make to the agent, in the ``limits`` library's
+    notation (``"60/minute"``, ``"10/second;1000/day"``); a caller is the ``peer_user_id`` an
+    auth hook set, else the client's address. ``max_concurrent_requests``: requests of the
+    agent in flight at once, beyond which the server answers 503 with ``Retry-After``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: str | None = None
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        return check_rate_limit(value)
+
+
+MIB = 1024 * 1024
+
+
+class ServerConfig(BaseModel):
+    """The ``server:`` section of an agents file; ``robutler serve`` options override it.
+
+    Sizes are bytes, durations seconds. ``sse_ping: 0`` turns keep-alives off.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=4 * MIB, ge=1)
+    max_messages: int = Field(default=2048, ge=1)
+    max_tools: int = Field(default=128, ge=0)
+    rate_limit_storage: str = "memory://"
+    sse_ping: float = Field(default=15.0, ge=0)
+    tool_threads: int = Field(default=32, ge=1)
+    agent_cache_ttl: float = Field(default=300.0, gt=0)
+    agent_cache_size: int = Field(default=1000, ge=1)
 
 
 class AgentsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agents: list[Any] = Field(min_length=1)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+
+class LoadedAgents(NamedTuple):
+    """What an agents file declares: the agents, each one's server-side limits by name, and
+    the server's settings."""
+
+    agents: list[Agent]
+    limits: dict[str, AgentLimits]
+    server: ServerConfig
+
+
+def check_rate_limit(value: str | None) -> str | None:
+    """``value`` when the ``limits`` library parses it (``"60/minute"``); ValueError otherwise."""
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not a rate limit; write it as '60/minute' or '10/second;1000/day'"
+        ) from None
+    return value
 
 
 class AgentsFileError(ConfigurationError):
@@ -60,7 +151,13 @@ class AgentsFileError(ConfigurationError):
 
 
 def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list[Agent]:
-    """Agents from a YAML agents file, each checked as far as it can be without a request.
+    """The agents of a YAML agents file (:func:`load_agents_file` without the server settings)."""
+    return load_agents_file(path, registry).agents
+
+
+def load_agents_file(path: str | Path, registry: SkillRegistry | None = None) -> LoadedAgents:
+    """Agents from a YAML agents file, each checked as far as it can be without a request,
+    with their server-side limits and the file's ``server:`` section.
 
     Every agent is validated: its fields, each skill's options (a skill whose ``__init__``
     raises is a problem too), its model and fallbacks resolvable,
@@ -84,6 +181,7 @@ def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list
         raise AgentsFileError([f"{path}: {_problem(e)}" for e in exc.errors()]) from None
     registry = registry or installed_skills()
     agents: list[Agent] = []
+    limits: dict[str, AgentLimits] = {}
     problems: list[str] = []
     for index, entry in enumerate(parsed.agents):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -100,6 +198,7 @@ def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list
             continue
         problems.extend(f"{path}: {line}" for line in agent.check_configuration())
         agents.append(agent)
+        limits[agent.name] = config.limits()
     declared = {entry.get("name") for entry in parsed.agents if isinstance(entry, dict)}
     for agent in agents:
         for item in agent.handoffs_for_scope("admin"):
@@ -111,7 +210,7 @@ def load_agents(path: str | Path, registry: SkillRegistry | None = None) -> list
                 )
     if problems:
         raise AgentsFileError(problems)
-    return agents
+    return LoadedAgents(agents, limits, parsed.server)
 
 
 def build_agent(config: AgentConfig, registry: SkillRegistry, source: str = "config") -> Agent:
@@ -149,6 +248,8 @@ def build_agent(config: AgentConfig, registry: SkillRegistry, source: str = "con
             scopes=list(config.scopes),
             handoffs=[handoff(target) for target in config.handoffs],
             unsupported_params=config.unsupported_params,
+            request_timeout=config.request_timeout,
+            tool_timeout=config.tool_timeout,
         )
     except ConfigurationError as exc:
         raise AgentsFileError([f"{where}: {exc.message}"]) from None

@@ -1,0 +1,216 @@
+"""Limits that protect the server: request size, message and tool counts, rate limits,
+concurrency per agent, and the thread pool of synchronous tools.
+
+- A request body over ``max_body_bytes`` is answered 413 before it is parsed: at once when its
+  ``Content-Length`` says so, else as soon as the bytes read pass the limit.
+- A chat completion or response request with more than ``max_messages`` messages or
+  ``max_tools`` tools is answered 400 (``param`` ``messages`` or ``tools``).
+- An agent's ``rate_limit`` (:class:`robutler_server.config.AgentLimits`) counts each
+  caller's requests to it (:mod:`robutler_server.ratelimit`); over it: 429 with
+  ``Retry-After``. The caller is the ``peer_user_id`` an ``on_connection`` hook set, else the
+  client's address; so the check runs as the agent's last ``on_connection`` hook
+  (priority :data:`GUARD_PRIORITY`), after authentication.
+- An agent's ``max_concurrent_requests``: a request beyond it is answered 503 with
+  ``Retry-After`` (streams count until their last event).
+- Synchronous tools of every agent run on one bounded pool of ``tool_threads`` threads
+  (:attr:`robutler_core.Agent.tool_executor`), not on the event loop's default executor, which
+  DNS lookups, pricing and SDK work share: a hung tool cannot stall those. A tool past its
+  timeout gives the model an error, but its thread (Python cannot stop one) stays busy until
+  the function returns.
+
+Only requests that ask a model (``POST .../chat/completions``, ``POST .../responses``) are
+counted; agent descriptions, model lists and handoffs between agents of the server are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+from starlette.exceptions import HTTPException
+
+from robutler_core import Agent, Context
+from robutler_core.errors import BadRequestError, RobutlerError
+
+from .config import AgentLimits, ServerConfig
+from .errors import error_response
+from .ratelimit import RateLimiter, rate_limit_storage
+
+GUARD_PRIORITY = 1_000_000
+"""Priority of the limits' ``on_connection`` hook: after every ordinary hook (auth included)."""
+
+_HOLDS_SLOT = "robutler_server.concurrency_slot"
+
+
+class RequestTooLargeError(RobutlerError):
+    """413: the request body is larger than the server accepts."""
+
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class ServerOverloadedError(RobutlerError):
+    """503: the agent already serves its ``max_concurrent_requests``; ``retry_after`` seconds."""
+
+    status_code = 503
+    type = "service_unavailable"
+    code = "too_many_concurrent_requests"
+
+    def __init__(self, message: str, *, retry_after: float = 1, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class _RequestInfo(NamedTuple):
+    client: str
+    limited: bool
+
+
+_request: contextvars.ContextVar[_RequestInfo | None] = contextvars.ContextVar("robutler_request", default=None)
+
+
+class Guards:
+    """The limits of one app (:func:`install_guards`)."""
+
+    def __init__(self, server: ServerConfig, limits: Mapping[str, AgentLimits]) -> None:
+        self.server = server
+        self.limits = dict(limits)
+        self.rate_limiter = RateLimiter(rate_limit_storage(server.rate_limit_storage))
+        self.tool_pool = ThreadPoolExecutor(max_workers=server.tool_threads, thread_name_prefix="robutler-tool")
+        self.in_flight: dict[str, int] = {}
+
+    def attach(self, agent: Agent, limits: AgentLimits | None = None) -> None:
+        """Subject ``agent`` to the limits (``limits`` replaces those given for its name) and
+        run its synchronous tools on the server's pool."""
+        if limits is not None:
+            self.limits[agent.name] = limits
+        agent.tool_executor = self.tool_pool
+        agent.register_hook("on_connection", self._admit, priority=GUARD_PRIORITY)
+        agent.register_hook("finalize_connection", self._release, priority=GUARD_PRIORITY)
+
+    async def _admit(self, context: Context) -> None:
+        request = _request.get()
+        if request is None or not request.limited or context.handoff_depth:
+            return
+        server = self.server
+        if len(context.messages) > server.max_messages:
+            raise BadRequestError(
+                f"the request has {len(context.messages)} messages; this server accepts at most "
+                f"{server.max_messages}", param="messages", code="too_many_messages",
+            )
+        if len(context.tools) > server.max_tools:
+            raise BadRequestError(
+                f"the request has {len(context.tools)} tools; this server accepts at most {server.max_tools}",
+                param="tools", code="too_many_tools",
+            )
+        name = context.agent.name
+        limits = self.limits.get(name)
+        if limits is None:
+            return
+        if limits.rate_limit:
+            await self.rate_limiter.hit(limits.rate_limit, name, context.peer_user_id or request.client)
+        if limits.max_concurrent_requests:
+            running = self.in_flight.get(name, 0)
+            if running >= limits.max_concurrent_requests:
+                raise ServerOverloadedError(
+                    f"agent '{name}' is serving its maximum of {limits.max_concurrent_requests} "
+                    "concurrent requests; retry shortly"
+                )
+            self.in_flight[name] = running + 1
+            context.set(_HOLDS_SLOT, True)
+
+    def _release(self, context: Context) -> None:
+        if context.get(_HOLDS_SLOT):
+            context.set(_HOLDS_SLOT, False)
+            self.in_flight[context.agent.name] -= 1
+
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
+        """The app's lifetime: at its end the tool pool stops taking work (running tools are
+        not waited for) and the rate-limit storage's connections close."""
+        try:
+            yield
+        finally:
+            self.tool_pool.shutdown(wait=False, cancel_futures=True)
+            await self.rate_limiter.close()
+
+
+class GuardMiddleware:
+    """ASGI middleware: the body size limit, and what the limits' hook needs to know of the
+    request (the client's address, whether it asks a model)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            await error_response(_too_large(length, limit), {"connection": "close"})(scope, receive, send)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive = _counting(receive, limit)
+        path = scope["path"]
+        client = scope.get("client")
+        limited = scope["method"] == "POST" and path.endswith(("/chat/completions", "/responses"))
+        token = _request.set(_RequestInfo(client[0] if client else "unknown", limited))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request.reset(token)
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(size: int | None, limit: int) -> RequestTooLargeError:
+    said = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return RequestTooLargeError(
+        f"the request body ({said}) is larger than this server accepts ({limit} bytes: --max-body-bytes)"
+    )
+
+
+def _counting(receive: Any, limit: int) -> Any:
+    """``receive`` that raises 413 (an HTTPException, which FastAPI's body reading passes on)
+    once the body read passes ``limit`` bytes."""
+    read = 0
+
+    async def counted() -> dict[str, Any]:
+        nonlocal read
+        message = await receive()
+        if message["type"] == "http.request":
+            read += len(message.get("body", b""))
+            if read > limit:
+                raise HTTPException(413, _too_large(None, limit).message)
+        return message
+
+    return counted
+
+
+def install_guards(
+    app: Any, agents: Mapping[str, Agent], server: ServerConfig, limits: Mapping[str, AgentLimits]
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Install the limits on ``app`` and its ``agents`` (:class:`Guards`, kept as
+    ``app.state.guards``), with the server's CORS origins; returns :meth:`Guards.lifetime`, to
+    enter with the app's lifespan."""
+    guards = Guards(server, limits)
+    for agent in agents.values():
+        guards.attach(agent)
+    app.add_middleware(GuardMiddleware, max_body_bytes=server.max_body_bytes)
+    app.state.guards = guards
+    return guards.lifetime()

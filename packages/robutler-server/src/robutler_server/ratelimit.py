@@ -1,0 +1,73 @@
+"""Rate limits with the ``limits`` library: counters in process memory or in Redis.
+
+A limit is written in ``limits``' notation (``"60/minute"``, ``"10/second;1000/day"``) and
+counted with its moving-window strategy per (agent, caller). The counters live where
+``storage`` says: ``memory://`` (one process) or ``redis://host:port[/db]`` (``rediss://`` for
+TLS), shared by every worker and server that uses the same Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from robutler_core.errors import ConfigurationError, RateLimitError
+
+
+def rate_limit_storage(url: str) -> Storage:
+    """The ``limits`` async storage for ``url`` (``memory://``, ``redis://...``,
+    ``rediss://...``; ``async+...`` URLs are taken as they are). Redis is reached through the
+    ``redis`` package. Raises ConfigurationError for another scheme or a bad URL."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("memory", "redis", "rediss") and not scheme.startswith("async+"):
+        raise ConfigurationError(
+            f"rate limit storage '{url}' is not supported: use memory:// or redis://host:port"
+        )
+    target = url if scheme.startswith("async+") else f"async+{url}"
+    options = {"implementation": "redispy"} if "redis" in scheme else {}
+    try:
+        return storage_from_string(target, **options)  # type: ignore[return-value]
+    except Exception as exc:  # limits raises ConfigurationError/ValueError of its own
+        raise ConfigurationError(f"rate limit storage '{url}': {exc}") from None
+
+
+class RateLimiter:
+    """Counts requests against limits in ``storage`` (:func:`rate_limit_storage`)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
+        self._parsed: dict[str, list[RateLimitItem]] = {}
+
+    def items(self, limit: str) -> list[RateLimitItem]:
+        """The limits of ``limit`` (``"60/minute;1000/day"``), parsed once."""
+        parsed = self._parsed.get(limit)
+        if parsed is None:
+            parsed = self._parsed[limit] = parse_many(limit)
+        return parsed
+
+    async def hit(self, limit: str, *key: str) -> None:
+        """Count one request of ``key`` (e.g. agent name, caller) against each part of
+        ``limit``, in order. Raises RateLimitError (429, ``retry_after``: whole seconds until
+        the window lets the next request in) at the first part that is exhausted."""
+        for item in self.items(limit):
+            if not await self._strategy.hit(item, *key):
+                stats = await self._strategy.get_window_stats(item, *key)
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                raise RateLimitError(
+                    f"rate limit of {item} exceeded for this caller; retry after {retry_after} s",
+                    retry_after=retry_after,
+                )
+
+    async def close(self) -> None:
+        """Release the storage's connections (Redis: the client's pool)."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if hasattr(client, "aclose"):
+            await client.aclose()
+
