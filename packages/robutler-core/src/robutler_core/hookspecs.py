@@ -34,6 +34,10 @@ class DiscoverySpecs:
         ``cache_read_input_tokens`` / ``cache_creation_input_tokens``, translated by its
         skill); ``completion_tokens`` the output. Price each kind at its own rate. The first
         plugin that answers wins (robutler-skill-litellm answers from LiteLLM's price map).
+
+        The first call for a model in a process runs in a worker thread (load price data
+        then: an LLM skill's ``initialize`` makes that call at start-up); later calls run on
+        the event loop, once per model call, so they must answer from memory without I/O.
         """
 
 

@@ -8,6 +8,7 @@ does for llm. Built-in plugins (the ``test`` model) always load.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import importlib
@@ -199,6 +200,22 @@ def model_cost(model: str, usage: dict[str, Any]) -> float | None:
     except Exception:
         logger.warning("pricing %s failed", model, exc_info=True)
         return None
+
+
+_PRICED_MODELS: set[str] = set()
+
+
+async def price(model: str, usage: dict[str, Any]) -> float | None:
+    """:func:`model_cost` without blocking the event loop: in a worker thread the first time
+    this process prices ``model`` (a pricing plugin may load its price data then), on the
+    event loop afterwards, where pricing is a lookup and some arithmetic (microseconds; a
+    worker-thread hop costs 0.1-0.2 ms a call). ``LLMSkill.initialize`` makes that first
+    call at start-up, so requests price inline."""
+    if model in _PRICED_MODELS:
+        return model_cost(model, usage)
+    cost = await asyncio.to_thread(model_cost, model, usage)
+    _PRICED_MODELS.add(model)
+    return cost
 
 
 @functools.lru_cache(maxsize=1)

@@ -321,9 +321,9 @@ class LLMSkill(Skill, abc.ABC):
         """Load the pricing plugins and their price data (in a worker thread), so that the
         first priced call does not. Provider skills extend it: import the SDK (in a thread),
         build the client, then ``await super().initialize(agent)``."""
-        from .plugins import model_cost
+        from .plugins import price
 
-        await asyncio.to_thread(model_cost, self.full_model_name, {})
+        await price(self.full_model_name, {})
 
     @property
     def full_model_name(self) -> str:
@@ -352,11 +352,13 @@ class LLMSkill(Skill, abc.ABC):
         counting cached input too, ``prompt_tokens_details.cached_tokens`` read from the prompt
         cache, ``prompt_tokens_details.cache_creation_tokens`` written to it), or ``None``
         when unknown. By default the installed plugins' ``model_cost`` hook prices
-        :attr:`full_model_name` (robutler-skill-litellm does, from LiteLLM's price map); a
-        provider skill with its own prices overrides this."""
-        from .plugins import model_cost
+        :attr:`full_model_name` (robutler-skill-litellm does, from LiteLLM's price map): in a
+        worker thread the first time the process prices the model, on the event loop after
+        (:func:`robutler_core.plugins.price`); a provider skill with its own prices overrides
+        this."""
+        from .plugins import price
 
-        return await asyncio.to_thread(model_cost, self.full_model_name, usage)
+        return await price(self.full_model_name, usage)
 
     async def embed(self, texts: str | list[str], model: str | None = None) -> list[list[float]]:
         """Embedding vectors of ``texts``: one ``list[float]`` per text, in the order given
