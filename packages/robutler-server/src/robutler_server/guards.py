@@ -31,12 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from robutler_core import Agent, Context
 from robutler_core.errors import BadRequestError, RobutlerError
 
 from .config import AgentLimits, ServerConfig
 from .errors import error_response
+from .keepalive import SSEKeepAlive
 from .ratelimit import RateLimiter, rate_limit_storage
 
 GUARD_PRIORITY = 1_000_000
@@ -206,11 +208,20 @@ def install_guards(
     app: Any, agents: Mapping[str, Agent], server: ServerConfig, limits: Mapping[str, AgentLimits]
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """Install the limits on ``app`` and its ``agents`` (:class:`Guards`, kept as
-    ``app.state.guards``), with the server's CORS origins; returns :meth:`Guards.lifetime`, to
-    enter with the app's lifespan."""
+    ``app.state.guards``), the SSE keep-alives (:mod:`robutler_server.keepalive`, every
+    ``server.sse_ping`` seconds; 0: none) and CORS for ``server.cors_origins`` (Starlette's
+    ``CORSMiddleware``: any method and header, the limits' and ids' headers exposed; no
+    origin by default). Returns :meth:`Guards.lifetime`, to enter with the app's lifespan."""
     guards = Guards(server, limits)
     for agent in agents.values():
         guards.attach(agent)
     app.add_middleware(GuardMiddleware, max_body_bytes=server.max_body_bytes)
+    if server.sse_ping > 0:
+        app.add_middleware(SSEKeepAlive, interval=server.sse_ping)
+    if server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["retry-after", "x-request-id", "x-robutler-model"],
+        )
     app.state.guards = guards
     return guards.lifetime()
