@@ -365,7 +365,7 @@ class Bench:
 async def embedding_times(queries: int) -> str:
     """p50/p99 of embedding one query with the local model, or why it was not timed."""
     try:
-        from robutler_skill_memory.embeddings import Embedder
+        from robutler_core.embeddings import Embedder
     except ImportError as exc:
         return f"embedding not timed: {exc}"
     embedder = Embedder()

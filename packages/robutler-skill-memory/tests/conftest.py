@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from robutler_skill_memory import postgres
+from robutler_core import postgres
 
 
 def _load_helpers():

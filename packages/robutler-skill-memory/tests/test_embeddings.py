@@ -12,7 +12,7 @@ from robutler_core import Agent, LLMSkill
 from robutler_core.errors import ConfigurationError
 from robutler_core.plugins import SkillRegistry, installed_skills
 from robutler_skill_memory import LocalEmbeddingSkill
-from robutler_skill_memory.embeddings import Embedder, embed
+from robutler_core.embeddings import Embedder, embed
 
 
 def cosine(a: list[float], b: list[float]) -> float:

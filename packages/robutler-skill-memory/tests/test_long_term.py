@@ -193,7 +193,7 @@ def test_last_user_text_reads_strings_and_text_parts():
 
 async def test_an_unreachable_database_at_start_up_is_a_clear_error():
     from robutler_server.testing import free_port
-    from robutler_skill_memory.postgres import DatabaseUnavailableError
+    from robutler_core.postgres import DatabaseUnavailableError
 
     memory = Memory(f"postgresql://robutler:hunter2@127.0.0.1:{free_port()}/memory")
     with pytest.raises(DatabaseUnavailableError, match=r"PostgreSQL at postgresql://robutler@127\.0\.0\.1:\d+/memory is unavailable"):

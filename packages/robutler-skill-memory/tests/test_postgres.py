@@ -19,8 +19,9 @@ import pytest
 from robutler_core import Agent
 from robutler_server.app import create_app
 from robutler_server.testing import free_port, serve_in_thread
-from robutler_skill_memory import LongTermMemorySkill, postgres
-from robutler_skill_memory.postgres import DatabaseUnavailableError, connect
+from robutler_core import postgres
+from robutler_skill_memory import LongTermMemorySkill
+from robutler_core.postgres import DatabaseUnavailableError, connect
 
 ROBUTLER = str(Path(sys.executable).with_name("robutler"))
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from robutler_server.testing import serve_in_thread
-from robutler_skill_memory import postgres
+from robutler_core import postgres
 from robutler_skill_platform.money import to_micros
 from robutler_skill_platform.service import create_service_app, open_store
 

@@ -8,7 +8,7 @@ from robutler_core import hookimpl
 from .identity import partition
 from .local import LocalEmbeddingSkill
 from .long_term import LongTermMemorySkill
-from .paths import data_dir
+from robutler_core.paths import data_dir
 from .short_term import ShortTermMemorySkill
 from .vector import VectorMemorySkill
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .window import trim
 
 if TYPE_CHECKING:
-    from .postgres import Database
+    from robutler_core.postgres import Database
 
 ConversationKey = tuple[str, str, str]
 """``(agent name, caller ("" when anonymous), conversation id)``."""
@@ -116,7 +116,7 @@ class PostgresConversations:
     async def open(cls, dsn: str | None, *, max_stored_messages: int) -> PostgresConversations:
         """Connect (``postgres.connect``: ``dsn``, ``$ROBUTLER_POSTGRES_DSN`` or the embedded
         server) and apply :data:`MIGRATIONS`."""
-        from .postgres import connect
+        from robutler_core.postgres import connect
 
         database = await connect(dsn, name="short_term_memory")
         try:

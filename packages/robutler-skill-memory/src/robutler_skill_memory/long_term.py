@@ -18,7 +18,7 @@ import pydantic
 from robutler_core import Context, Skill, prompt, tool
 
 from .identity import partition
-from .postgres import Database, DatabaseUnavailableError, connect
+from robutler_core.postgres import Database, DatabaseUnavailableError, connect
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import asyncpg
 from robutler_core.errors import ConfigurationError
 
 from .milvus_store import DimensionMismatchError, check_dimension, owner_key
-from .postgres import _MIGRATION_LOCK, Database, connect
+from robutler_core.postgres import _MIGRATION_LOCK, Database, connect
 
 logger = logging.getLogger("robutler_skill_memory.pgvector_store")
 
@@ -67,7 +67,7 @@ class PgvectorStore:
 
     Args:
         dsn: a PostgreSQL URL, or ``None`` for ``$ROBUTLER_POSTGRES_DSN`` or the embedded
-            PostgreSQL (see :func:`robutler_skill_memory.postgres.connect`).
+            PostgreSQL (see :func:`robutler_core.postgres.connect`).
         collection: the table's name (lower-case letters, digits and ``_``).
         dimension: the vectors' dimension, or ``None`` to take it from the table when it
             exists, else from the first vectors stored.

@@ -134,7 +134,7 @@ class ShortTermMemorySkill(Skill):
     async def _load(self, key: ConversationKey) -> list[dict[str, Any]]:
         """The stored conversation; a database that cannot be reached is a 503
         (``memory_unavailable``): answering without the history would answer another question."""
-        from .postgres import DatabaseUnavailableError
+        from robutler_core.postgres import DatabaseUnavailableError
 
         try:
             return await self._store().load(key)

@@ -17,11 +17,11 @@ import pydantic
 from robutler_core import Context, Skill, prompt, tool
 from robutler_core.errors import ConfigurationError
 
-from .embeddings import Embedder
+from robutler_core.embeddings import Embedder
 from .local import LocalEmbeddingSkill
 from .identity import partition
 from .milvus_store import MAX_TEXT_BYTES, MilvusStore
-from .paths import data_dir
+from robutler_core.paths import data_dir
 from .pgvector_store import PgvectorStore
 
 logger = logging.getLogger("robutler_skill_memory.vector")

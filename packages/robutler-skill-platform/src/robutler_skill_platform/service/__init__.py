@@ -40,7 +40,7 @@ def issuer_from_env() -> str:
 async def open_store(dsn: str | None = None, issuer: str | None = None) -> PlatformStore:
     """Connect (``dsn``, ``$ROBUTLER_POSTGRES_DSN`` or the embedded PostgreSQL), migrate and
     load the signing key. Close it with ``await store.database.close()``."""
-    from robutler_skill_memory.postgres import connect
+    from robutler_core.postgres import connect
 
     database = await connect(dsn, name="platform")
     try:

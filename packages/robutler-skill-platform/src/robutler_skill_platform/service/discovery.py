@@ -71,7 +71,7 @@ class Discovery:
     async def open(self) -> None:
         """Use pgvector when the database has (or can create) the ``vector`` extension."""
         if self.embedding_model and self.embedder is None:
-            from robutler_skill_memory.embeddings import Embedder
+            from robutler_core.embeddings import Embedder
 
             self.embedder = Embedder()
         async with self.database.acquire() as connection:

@@ -11,15 +11,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from robutler_core.errors import invalid_response
-from robutler_core.models import resolve_model
-from robutler_core.plugins import installed_skills
+from .errors import invalid_response
+from .models import resolve_model
+from .plugins import installed_skills
 
 if TYPE_CHECKING:
     from robutler_core import Agent, LLMSkill
     from robutler_core.plugins import SkillRegistry
 
-logger = logging.getLogger("robutler_skill_memory.embeddings")
+logger = logging.getLogger("robutler_core.embeddings")
 
 
 class Embedder:

