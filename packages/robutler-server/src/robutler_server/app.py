@@ -32,6 +32,7 @@ from robutler_core.plugins import SkillRegistry, installed_skills
 
 from .config import AgentLimits, ServerConfig
 from .errors import install_error_handlers, internal_error, logger, sse_event
+from .dynamic import install_dynamic_agents
 from .guards import install_guards
 from .disconnect import until_disconnected
 from .metrics import Metrics
@@ -117,7 +118,8 @@ def create_app(
     app.state.agents = by_name
     app.state.readiness = readiness
     install_error_handlers(app)
-    plugin_contexts.append(install_guards(app, by_name, server or ServerConfig(), limits or {}))
+    server = server or ServerConfig()
+    plugin_contexts.append(install_guards(app, by_name, server, limits or {}))
     observability.install(app)
     install_probes(app, readiness)
     install_metrics_route(app, observability.metrics)
@@ -127,13 +129,18 @@ def create_app(
     for agent in by_name.values():
         mount_http_routes(app, agent)
     plugin_contexts.extend(register_routes(plugins or server_plugins(), app, by_name))
+    dynamic = install_dynamic_agents(
+        app, plugins or server_plugins(), by_name, ttl=server.agent_cache_ttl, size=server.agent_cache_size,
+        reserved=RESERVED_NAMES, prepare=[app.state.guards.attach, observability.instrument],
+    )
+    plugin_contexts.append(dynamic)
 
     def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
         if not name:
             raise BadRequestError(
                 "model is required: the name of an agent (see GET /v1/models)", param="model"
             )
-        agent = by_name.get(name)
+        agent = by_name.get(name) or dynamic.get(name)
         if agent is None:
             raise _not_found(name, as_model=as_model)
         observability.agent_resolved(agent)

@@ -24,9 +24,8 @@ counted; agent descriptions, model lists and handoffs between agents of the serv
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -76,14 +75,21 @@ _request: contextvars.ContextVar[_RequestInfo | None] = contextvars.ContextVar("
 
 
 class Guards:
-    """The limits of one app (:func:`install_guards`)."""
+    """The limits of one app (:func:`install_guards`); an async context manager for the app's
+    lifetime (at its end the tool pool stops taking work, running tools are not waited for,
+    and the rate-limit storage's connections close; entered again, a new pool starts)."""
 
     def __init__(self, server: ServerConfig, limits: Mapping[str, AgentLimits]) -> None:
         self.server = server
         self.limits = dict(limits)
         self.rate_limiter = RateLimiter(rate_limit_storage(server.rate_limit_storage))
-        self.tool_pool = ThreadPoolExecutor(max_workers=server.tool_threads, thread_name_prefix="robutler-tool")
+        self.tool_pool = self._new_pool()
         self.in_flight: dict[str, int] = {}
+        self._agents: list[Agent] = []
+        self._stopped = False
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.server.tool_threads, thread_name_prefix="robutler-tool")
 
     def attach(self, agent: Agent, limits: AgentLimits | None = None) -> None:
         """Subject ``agent`` to the limits (``limits`` replaces those given for its name) and
@@ -91,6 +97,7 @@ class Guards:
         if limits is not None:
             self.limits[agent.name] = limits
         agent.tool_executor = self.tool_pool
+        self._agents.append(agent)
         agent.register_hook("on_connection", self._admit, priority=GUARD_PRIORITY)
         agent.register_hook("finalize_connection", self._release, priority=GUARD_PRIORITY)
 
@@ -130,15 +137,18 @@ class Guards:
             context.set(_HOLDS_SLOT, False)
             self.in_flight[context.agent.name] -= 1
 
-    @contextlib.asynccontextmanager
-    async def lifetime(self) -> AsyncIterator[None]:
-        """The app's lifetime: at its end the tool pool stops taking work (running tools are
-        not waited for) and the rate-limit storage's connections close."""
-        try:
-            yield
-        finally:
-            self.tool_pool.shutdown(wait=False, cancel_futures=True)
-            await self.rate_limiter.close()
+    async def __aenter__(self) -> Guards:
+        if self._stopped:
+            self._stopped = False
+            self.tool_pool = self._new_pool()
+            for agent in self._agents:
+                agent.tool_executor = self.tool_pool
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._stopped = True
+        self.tool_pool.shutdown(wait=False, cancel_futures=True)
+        await self.rate_limiter.close()
 
 
 class GuardMiddleware:
@@ -206,12 +216,12 @@ def _counting(receive: Any, limit: int) -> Any:
 
 def install_guards(
     app: Any, agents: Mapping[str, Agent], server: ServerConfig, limits: Mapping[str, AgentLimits]
-) -> contextlib.AbstractAsyncContextManager[None]:
+) -> Guards:
     """Install the limits on ``app`` and its ``agents`` (:class:`Guards`, kept as
     ``app.state.guards``), the SSE keep-alives (:mod:`robutler_server.keepalive`, every
     ``server.sse_ping`` seconds; 0: none) and CORS for ``server.cors_origins`` (Starlette's
     ``CORSMiddleware``: any method and header, the limits' and ids' headers exposed; no
-    origin by default). Returns :meth:`Guards.lifetime`, to enter with the app's lifespan."""
+    origin by default). Returns the :class:`Guards`, to enter with the app's lifespan."""
     guards = Guards(server, limits)
     for agent in agents.values():
         guards.attach(agent)
@@ -224,4 +234,4 @@ def install_guards(
             expose_headers=["retry-after", "x-request-id", "x-robutler-model"],
         )
     app.state.guards = guards
-    return guards.lifetime()
+    return guards

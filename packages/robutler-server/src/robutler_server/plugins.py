@@ -17,7 +17,7 @@ this way, as any third-party package could.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,13 @@ class ServerSpecs:
         ``click.Group``: ``cli.add_command(my_group)``. Called once when ``robutler`` starts.
         An exception is reported on stderr naming the plugin, and the other commands still
         work."""
+
+    @hookspec
+    def resolve_agent(self, name: str) -> Agent | Awaitable[Agent | None] | None:
+        """The agent named ``name``, which the served agents file does not declare (agents
+        kept in a database, per-tenant agents), or ``None`` when this plugin has none; may be
+        async. Asked per name not served, the result cached by the server
+        (:mod:`robutler_server.dynamic`); an exception makes that request 503."""
 
 
 def server_plugins() -> pluggy.PluginManager:

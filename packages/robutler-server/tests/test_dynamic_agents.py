@@ -1,0 +1,176 @@
+"""Dynamic agents: a plugin's ``resolve_agent`` hook serves agents the agents file does not
+declare, cached with a TTL and a bound; over real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import httpx
+import pytest
+
+from robutler_core import Agent, hookimpl
+from robutler_core.plugins import get_plugin_manager
+from robutler_server import create_app
+from robutler_server.config import ServerConfig
+from robutler_server.testing import serve_in_thread
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+class Tenants:
+    """A fixture plugin: agents ``tenant-*`` from a 'database' (a dict), looked up async."""
+
+    def __init__(self):
+        self.lookups: list[str] = []
+        self.closed: list[str] = []
+        self.fail = False
+
+    @hookimpl
+    async def resolve_agent(self, name):
+        self.lookups.append(name)
+        await asyncio.sleep(0)
+        if self.fail:
+            raise ConnectionError("the tenants database is down")
+        if not name.startswith("tenant-"):
+            return None
+        agent = Agent(name, f"You serve {name}.", model="test")
+        closed = self.closed
+        original_close = agent.close
+
+        async def close():
+            closed.append(name)
+            await original_close()
+
+        agent.close = close
+        return agent
+
+
+def plugins_with(*plugins):
+    pm = get_plugin_manager(load_entry_points=False)
+    for index, plugin in enumerate(plugins):
+        pm.register(plugin, name=f"plugin{index}")
+    return pm
+
+
+def test_a_resolved_agent_is_served_on_every_route_and_cached():
+    tenants = Tenants()
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(tenants))
+    with serve_in_thread(app) as base:
+        response = httpx.post(f"{base}/tenant-a/chat/completions", json={"messages": USER})
+        assert response.status_code == 200
+        assert response.json()["model"] == "tenant-a"
+        response = httpx.post(f"{base}/v1/chat/completions", json={"model": "tenant-a", "messages": USER})
+        assert response.status_code == 200
+        response = httpx.post(f"{base}/v1/responses", json={"model": "tenant-b", "input": "hi"})
+        assert response.status_code == 200 and response.json()["model"] == "tenant-b"
+        assert httpx.get(f"{base}/tenant-c").json()["name"] == "tenant-c"
+        assert httpx.get(f"{base}/v1/models/tenant-d").json()["id"] == "tenant-d"
+        assert tenants.lookups == ["tenant-a", "tenant-b", "tenant-c", "tenant-d"]  # each once
+        # The agents file's agents are never looked up; unknown names are 404 (and remembered).
+        assert httpx.post(f"{base}/static/chat/completions", json={"messages": USER}).status_code == 200
+        for _ in range(2):
+            missing = httpx.post(f"{base}/nobody/chat/completions", json={"messages": USER})
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "agent_not_found"
+        assert tenants.lookups.count("nobody") == 1
+        assert "static" not in tenants.lookups
+    assert sorted(tenants.closed) == ["tenant-a", "tenant-b", "tenant-c", "tenant-d"]  # closed at shutdown
+
+
+def test_the_cache_expires_and_is_bounded():
+    tenants = Tenants()
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(tenants),
+                     server=ServerConfig(agent_cache_ttl=0.5, agent_cache_size=2))
+    with serve_in_thread(app) as base:
+        for name in ("tenant-a", "tenant-b", "tenant-c"):
+            assert httpx.post(f"{base}/{name}/chat/completions", json={"messages": USER}).status_code == 200
+        deadline = time.monotonic() + 5
+        while "tenant-a" not in tenants.closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tenants.closed == ["tenant-a"]  # the least recently used left the bounded cache
+        assert httpx.post(f"{base}/tenant-c/chat/completions", json={"messages": USER}).status_code == 200
+        assert tenants.lookups.count("tenant-c") == 1
+        time.sleep(0.6)
+        assert httpx.post(f"{base}/tenant-c/chat/completions", json={"messages": USER}).status_code == 200
+        assert tenants.lookups.count("tenant-c") == 2  # looked up again after the TTL
+
+
+def test_a_failing_directory_is_503_and_a_wrong_answer_too():
+    tenants = Tenants()
+    tenants.fail = True
+    wrong = types.SimpleNamespace(resolve_agent=hookimpl(lambda name: Agent("someone-else", model="test") if name == "odd" else None))
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(wrong, tenants))
+    with serve_in_thread(app) as base:
+        response = httpx.post(f"{base}/tenant-a/chat/completions", json={"messages": USER})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "agent_directory_unavailable"
+        tenants.fail = False
+        assert httpx.post(f"{base}/tenant-a/chat/completions", json={"messages": USER}).status_code == 200
+        assert httpx.post(f"{base}/odd/chat/completions", json={"messages": USER}).status_code == 503
+
+
+def test_without_a_resolver_unknown_agents_are_404():
+    app = create_app([Agent("static", model="test")], plugins=plugins_with())
+    assert not app.state.dynamic_agents.impls
+    with serve_in_thread(app) as base:
+        assert httpx.post(f"{base}/tenant-a/chat/completions", json={"messages": USER}).status_code == 404
+
+
+def test_a_resolver_installed_through_an_entry_point_serves_robutler_serve(tmp_path):
+    """A distribution (a .dist-info with an entry point in the ``robutler`` group) whose module
+    implements resolve_agent: ``robutler serve`` serves its agents."""
+    (tmp_path / "robutler_fixture_tenants.py").write_text(textwrap.dedent('''
+        from robutler_core import Agent, hookimpl
+
+        @hookimpl
+        def resolve_agent(name):
+            return Agent(name, "A tenant.", model="test") if name.startswith("tenant-") else None
+    '''))
+    info = tmp_path / "robutler_fixture_tenants-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robutler-fixture-tenants\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[robutler]\ntenants = robutler_fixture_tenants\n")
+    agents_file = tmp_path / "agents.yaml"
+    agents_file.write_text("agents:\n  - name: static\n    model: test\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("ROBUTLER_LOAD_PLUGINS", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from robutler_server.cli import main; main()", "serve", str(agents_file), "--port", "0"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        base = _wait_for_address(process)
+        response = httpx.post(f"{base}/tenant-x/chat/completions", json={"messages": USER}, timeout=30)
+        assert response.status_code == 200
+        assert response.json()["model"] == "tenant-x"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _wait_for_address(process: subprocess.Popen) -> str:
+    """The server's address, from its log line ``bound http://...``, once it answers."""
+    deadline = time.monotonic() + 30
+    base = None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line and process.poll() is not None:
+            pytest.fail(f"robutler serve exited with {process.returncode}")
+        if "bound http://" in line:
+            base = line.split("bound ", 1)[1].split(":", 2)
+            base = "http:" + base[1] + ":" + base[2].split(":")[0].split()[0]
+            break
+    assert base, "no bound address logged"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return base
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    pytest.fail("robutler serve did not answer")
