@@ -20,7 +20,7 @@ from .decorators import DEFAULT_PRIORITY, HTTP_MARKER, PROMPT_MARKER, definition
 from .errors import ConfigurationError, RobutlerError
 from .handoffs import HANDOFF_MARKER, FunctionHandoff, Handoff, LLMHandoff
 from .lifecycle import LifecyclePluginManager, RuntimeHook
-from .loop import ToolLoop
+from .loop import ToolLoop, wait_cancelled
 from .models import resolve_model
 from .plugins import SkillRegistry, installed_skills
 from .scopes import Scope, normalize_scope, scope_admits
@@ -493,7 +493,11 @@ class Agent:
                 self.check_access(context)
                 yield context
             finally:
-                await self.dispatch("finalize_connection", context)
+                # Not cut short by a cancellation (a client gone, a shutdown deadline): the hooks
+                # run to their end in their own task, then the cancellation goes on.
+                finalize = asyncio.ensure_future(self.dispatch("finalize_connection", context))
+                await wait_cancelled(finalize)
+                finalize.result()
         finally:
             _current_context.reset(token)
 

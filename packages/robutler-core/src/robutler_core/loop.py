@@ -121,7 +121,7 @@ class ToolLoop:
         finally:
             if not task.done():
                 task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await wait_cancelled(task)
 
     async def _run_turns(self, context: Context, emit: Emit | None) -> dict[str, Any]:
         agent = self.agent
@@ -287,6 +287,21 @@ class ToolLoop:
             )
         result = await agent.dispatch("after_handoff", context, handoff=request, result=result)
         return result.result if isinstance(result, HandoffResult) else result
+
+
+async def wait_cancelled(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` has finished (a cancelled one, its cleanup: ``finalize_connection``)
+    without cancelling it: a caller cancelled meanwhile, even repeatedly (anyio's cancel scopes,
+    as in Starlette's streaming responses, re-deliver a cancellation at every ``await``), still
+    waits, then raises ``asyncio.CancelledError``. The task's own result or error is left in it."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

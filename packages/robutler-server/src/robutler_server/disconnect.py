@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from robutler_core.loop import wait_cancelled
+
 T = TypeVar("T")
 
 CLIENT_CLOSED_REQUEST = 499
@@ -32,8 +34,9 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # the server cancels the request (shutdown deadline)
         task.cancel()
+        await wait_cancelled(task)  # its finalize_connection finishes before the request ends
         raise
     finally:
         if not watcher.done():
