@@ -57,34 +57,90 @@ def cli() -> None:
               help="PostgreSQL DSN for stored responses (Responses API), shared by every worker and "
               "kept across restarts [env: ROBUTLER_POSTGRES_DSN]; default: the most recent 1,000 in memory. "
               "Needs robutler-server[postgres].")
-def serve(agents_file: str | None, host: str, port: int, log_level: str, state_dsn: str | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes sharing the port (uvicorn's supervisor); metrics add up across them.")
+@click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds that requests and streams in flight get to finish after SIGTERM before "
+              "they are cancelled (their finalize_connection still runs).")
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per line (time, level, logger, message, request_id).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="Log one line per request (off by default: it costs throughput).")
+@click.option("--ready-retry-interval", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds between retries of an agent whose skill failed to initialise (it answers 503 meanwhile).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), metavar="BYTES",
+              help="Largest request body; a larger one is answered 413 before it is read [default: 4194304, "
+              "or the agents file's server.max_body_bytes].")
+@click.option("--rate-limit-storage", metavar="URL", envvar="ROBUTLER_RATE_LIMIT_STORAGE",
+              help="Where rate-limit counters live: memory:// (this process) or redis://host:port shared by "
+              "every worker and server (needs robutler-server[redis]) [env: ROBUTLER_RATE_LIMIT_STORAGE; "
+              "default: memory://, or server.rate_limit_storage].")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="An origin browsers may call the server from (repeatable; added to server.cors_origins); "
+              "none by default.")
+@click.option("--sse-ping", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Send an SSE comment on a stream quiet for this long, so proxies keep it open (0: never) "
+              "[default: 15, or server.sse_ping].")
+@click.option("--tool-threads", type=click.IntRange(min=1), metavar="N",
+              help="Threads that run synchronous tools [default: 32, or server.tool_threads].")
+@click.option("--reload-agents", is_flag=True, default=False,
+              help="Re-read AGENTS_FILE when it changes or on SIGHUP; an invalid file is refused (logged) "
+              "and the agents loaded before keep serving.")
+def serve(agents_file: str | None, host: str, port: int, log_level: str, state_dsn: str | None,
+          workers: int = 1, graceful_timeout: float = 30.0, log_format: str = "text", access_log: bool = False,
+          ready_retry_interval: float = 10.0, max_body_bytes: int | None = None,
+          rate_limit_storage: str | None = None, cors_origins: tuple[str, ...] = (),
+          sse_ping: float | None = None, tool_threads: int | None = None, reload_agents: bool = False) -> None:
     """Serve the agents of AGENTS_FILE (YAML), or a demo agent when none is given.
 
     Every agent is checked before anything is served: a bad agents file, an agent that cannot
     work as configured (bad skill options, unknown model, missing API key), or an address that
     cannot be bound ends the command with status 1 and one line per problem on stderr.
+    SIGTERM shuts down gracefully (:mod:`robutler_server.serving`) with exit status 0.
     """
-    import uvicorn
+    import logging.config
 
+    from . import serving
+
+    parameters = dict(click.get_current_context().params) if not serving._building else {}
+    if workers > 1:
+        serving.prepare_multiprocess_metrics()
     from .app import create_app
-    from .config import AgentsFileError, load_agents
+    from .config import AgentsFileError, ServerConfig, load_agents_file
     from .responses_store import response_store
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
+    logging.config.dictConfig(serving.logging_config(log_level, log_format, access_log))
+    if serving.extra_tracing_configured():
+        serving.configure_tracing()
+    if reload_agents and not agents_file:
+        fail(["--reload-agents needs an AGENTS_FILE"])
     try:
+        limits: dict = {}
+        server = ServerConfig()
         if agents_file:
-            agents = load_agents(agents_file)
+            agents, limits, server = load_agents_file(agents_file)
             logger.info("serving %d agent(s) from %s: %s", len(agents), agents_file,
                         ", ".join(a.name for a in agents))
         else:
             agent, line = demo_agent()
             agents = [agent]
             logger.info(line)
-        app = create_app(agents, response_store=response_store(state_dsn))
+        try:
+            server = server.with_options(
+                max_body_bytes=max_body_bytes, rate_limit_storage=rate_limit_storage, cors_origins=cors_origins,
+                sse_ping=sse_ping, tool_threads=tool_threads,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"server settings: {exc}") from None
+        app = create_app(agents, response_store=response_store(state_dsn),
+                         ready_retry_interval=ready_retry_interval, shutdown_timeout=graceful_timeout + 10,
+                         server=server, limits=limits, reload_agents_file=agents_file if reload_agents else None)
     except AgentsFileError as exc:
         fail(exc.problems)
     except ConfigurationError as exc:
         fail([f"{agents_file}: {exc.message}" if agents_file else exc.message])
+    if serving.building_worker_app(app):
+        return
     try:
         sockets = bind(host, port)
     except ConfigurationError as exc:
@@ -96,8 +152,8 @@ def serve(agents_file: str | None, host: str, port: int, log_level: str, state_d
         address, bound_port = sock.getsockname()[:2]
         shown = f"[{address}]" if sock.family == socket.AF_INET6 else address
         logger.info("bound http://%s:%d: serving there once start-up completes (CTRL+C to quit)", shown, bound_port)
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on")
-    uvicorn.Server(config).run(sockets=sockets)
+    serving.run(app, sockets, parameters=parameters, log_level=log_level, log_format=log_format,
+                access_log=access_log, workers=workers, graceful_timeout=graceful_timeout)
 
 
 def bind(host: str, port: int) -> list[socket.socket]:

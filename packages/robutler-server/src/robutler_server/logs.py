@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from asgi_correlation_id import correlation_id
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 FORMATS = ("text", "json")
 
@@ -33,10 +34,11 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def logging_config(level: str = "info", log_format: str = "text") -> dict[str, Any]:
+def logging_config(level: str = "info", log_format: str = "text", access_log: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict (also uvicorn's ``log_config``, so that every worker
     applies it): one stderr handler on the root logger with the :class:`RequestIdFilter`; the
-    ``uvicorn`` loggers propagate to it. Raises ValueError for a format not in :data:`FORMATS`."""
+    ``uvicorn`` loggers propagate to it (``uvicorn.access``, one line per request, only with
+    ``access_log``). Raises ValueError for a format not in :data:`FORMATS`."""
     if log_format not in FORMATS:
         raise ValueError(f"log format '{log_format}' is not one of {', '.join(FORMATS)}")
     formatter: dict[str, Any]
@@ -46,6 +48,7 @@ def logging_config(level: str = "info", log_format: str = "text") -> dict[str, A
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI-coloured copy
         }
     else:
         formatter = {"format": "%(levelname)s:     %(message)s%(request_tag)s"}
@@ -62,7 +65,7 @@ def logging_config(level: str = "info", log_format: str = "text") -> dict[str, A
         },
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
-            name: {"handlers": [], "propagate": True, "level": level.upper()}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{name: {"handlers": [], "propagate": True, "level": level.upper()} for name in ("uvicorn", "uvicorn.error")},
+            "uvicorn.access": {"handlers": [], "propagate": access_log, "level": level.upper()},
         },
     }

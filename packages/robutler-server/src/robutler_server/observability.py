@@ -200,15 +200,21 @@ class _Middleware:
             await send(message)
 
         obs._enter()
+        cancelled = False
         try:
             await self.app(scope, receive, observed_send)
+        except asyncio.CancelledError:
+            # The server cut the request off (uvicorn, at the graceful-shutdown deadline): it has
+            # unwound (finalize_connection included); end it here rather than as a traceback.
+            cancelled = True
         finally:
             obs._leave()
             _current.reset(reset)
-            if not finished and status < 400:  # the client went away before the end
+            if not finished and status < 400:  # the answer did not end
                 status = CLIENT_CLOSED_REQUEST
-                logger.info("%s %s: the client disconnected before the answer ended (%d)",
-                            scope.get("method"), scope.get("path"), CLIENT_CLOSED_REQUEST)
+                why = "cut off at the server's shutdown deadline" if cancelled else "the client disconnected"
+                logger.info("%s %s: %s before the answer ended (%d)",
+                            scope.get("method"), scope.get("path"), why, CLIENT_CLOSED_REQUEST)
             if state.agent is not None:
                 labels = (state.agent, str(status).lower(), "true" if stream else "false")
                 m = obs.metrics
