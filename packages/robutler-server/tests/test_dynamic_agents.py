@@ -174,3 +174,132 @@ def _wait_for_address(process: subprocess.Popen) -> str:
         except httpx.HTTPError:
             time.sleep(0.05)
     pytest.fail("robutler serve did not answer")
+
+
+# --- robutler serve --reload-agents ---------------------------------------------------------------
+
+SLOW_SKILL = '''
+import asyncio
+
+from robutler_core import Skill, hookimpl, tool
+
+
+class SlowSkill(Skill):
+    """A tool that takes ``seconds`` (config)."""
+
+    @tool
+    async def take_time(self) -> str:
+        """Takes a while."""
+        await asyncio.sleep(float(self.config.get("seconds", 1)))
+        return "took its time"
+
+
+@hookimpl
+def register_skills(register):
+    register(SlowSkill, name="slow")
+'''
+
+
+class Served:
+    """``robutler serve`` in a subprocess, its stderr collected line by line."""
+
+    def __init__(self, tmp_path, *arguments):
+        (tmp_path / "robutler_fixture_slow.py").write_text(SLOW_SKILL)
+        info = tmp_path / "robutler_fixture_slow-0.1.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robutler-fixture-slow\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text("[robutler]\nslow = robutler_fixture_slow\n")
+        env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env.pop("ROBUTLER_LOAD_PLUGINS", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from robutler_server.cli import main; main()", "serve", *arguments, "--port", "0"],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.lines: list[str] = []
+        self.base = _wait_for_address(self.process)
+        import threading
+
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def wait_for_log(self, text, count=1, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(text in line for line in self.lines) >= count:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"no log line with {text!r} (x{count}) in:\n{''.join(self.lines)}")
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def write(path, text):
+    """Replace the file as editors do: write a new one and rename it over the old."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def test_reload_agents_serves_the_new_file_without_dropping_requests_and_refuses_a_bad_one(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    agents_file = tmp_path / "agents.yaml"
+    write(agents_file, "agents:\n  - name: first\n    model: test\n    skills: {slow: {seconds: 2}}\n")
+    served = Served(tmp_path, str(agents_file), "--reload-agents")
+    try:
+        base = served.base
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"{base}/first/chat/completions", json={"messages": USER}, timeout=30)
+            time.sleep(0.5)  # the request is in its slow tool
+            write(agents_file, "agents:\n  - name: second\n    model: test\n    rate_limit: 1/minute\n")
+            served.wait_for_log("reloaded: serving second")
+            assert httpx.post(f"{base}/second/chat/completions", json={"messages": USER}).status_code == 200
+            assert httpx.post(f"{base}/second/chat/completions", json={"messages": USER}).status_code == 429
+            assert httpx.post(f"{base}/first/chat/completions", json={"messages": USER}).status_code == 404
+            assert [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]] == ["second"]
+            finished = running.result(timeout=30)  # the request that was running went on
+            assert finished.status_code == 200
+            assert "took its time" in finished.json()["choices"][0]["message"]["content"]
+
+        write(agents_file, "agents:\n  - name: third\n    model: test\n    skills: {nonexistent: {}}\n")
+        served.wait_for_log("agents file refused")
+        assert any("nonexistent" in line for line in served.lines if "refused" in line)
+        write(agents_file, "agents: [unclosed\n")
+        served.wait_for_log("agents file refused", count=2)
+        assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == "second"  # still served
+        assert httpx.get(f"{base}/third").status_code == 404
+    finally:
+        served.close()
+    assert served.process.returncode == 0
+
+
+def test_sighup_reloads_the_agents_file(tmp_path):
+    import signal
+
+    agents_file = tmp_path / "agents.yaml"
+    write(agents_file, "agents:\n  - name: first\n    model: test\n")
+    served = Served(tmp_path, str(agents_file), "--reload-agents")
+    try:
+        time.sleep(0.5)  # the watcher has started
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for_log("reloaded: serving first")
+        assert httpx.post(f"{served.base}/first/chat/completions", json={"messages": USER}).status_code == 200
+    finally:
+        served.close()
+    assert served.process.returncode == 0
+
+
+def test_reload_agents_needs_an_agents_file():
+    from click.testing import CliRunner
+
+    from robutler_server.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--reload-agents"])
+    assert result.exit_code == 1
+    assert "--reload-agents needs an AGENTS_FILE" in result.output

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -34,6 +35,7 @@ from .config import AgentLimits, ServerConfig
 from .errors import install_error_handlers, internal_error, logger, sse_event
 from .dynamic import install_dynamic_agents
 from .guards import install_guards
+from .reload import AgentsReloader
 from .disconnect import until_disconnected
 from .metrics import Metrics
 from .observability import Observability
@@ -63,6 +65,7 @@ def create_app(
     shutdown_timeout: float = 30.0,
     server: ServerConfig | None = None,
     limits: Mapping[str, AgentLimits] | None = None,
+    reload_agents_file: str | Path | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``agents``.
 
@@ -90,7 +93,10 @@ def create_app(
     ``server`` holds the server's settings (:class:`robutler_server.config.ServerConfig`: body
     size, message and tool counts, rate-limit storage, tool threads, CORS origins, SSE
     keep-alives) and ``limits`` each agent's rate limit and concurrency by name
-    (:mod:`robutler_server.guards`).
+    (:mod:`robutler_server.guards`). Agents the agents file does not declare are served when an
+    installed plugin's ``resolve_agent`` hook finds them (:mod:`robutler_server.dynamic`). With
+    ``reload_agents_file`` the served agents are replaced by that file's when it changes or on
+    SIGHUP (:mod:`robutler_server.reload`).
 
     Raises ConfigurationError when two agents share a name, a name shadows a server route
     (:data:`RESERVED_NAMES`), or a handoff names an agent that is not served here.
@@ -134,6 +140,11 @@ def create_app(
         reserved=RESERVED_NAMES, prepare=[app.state.guards.attach, observability.instrument],
     )
     plugin_contexts.append(dynamic)
+    if reload_agents_file is not None:
+        plugin_contexts.append(AgentsReloader(
+            reload_agents_file, by_name, registry=registry, reserved=RESERVED_NAMES, also_update=readiness.agents,
+            prepare=[app.state.guards.attach, lambda agent, _limits: observability.instrument(agent)],
+        ))
 
     def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
         if not name:
@@ -153,8 +164,9 @@ def create_app(
 
     async def visible_agents(request: Request) -> list[tuple[Agent, dict[str, Any]]]:
         """The agents the caller may use, each with its description for the caller."""
-        described = await asyncio.gather(*(_describe_or_none(a, request) for a in by_name.values()))
-        return [(a, info) for a, info in zip(by_name.values(), described) if info is not None]
+        agents = list(by_name.values())  # a reload may replace them meanwhile
+        described = await asyncio.gather(*(_describe_or_none(a, request) for a in agents))
+        return [(a, info) for a, info in zip(agents, described) if info is not None]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -108,6 +108,13 @@ class ServerConfig(BaseModel):
     agent_cache_ttl: float = Field(default=300.0, gt=0)
     agent_cache_size: int = Field(default=1000, ge=1)
 
+    def with_options(self, *, cors_origins: tuple[str, ...] | list[str] = (), **options: Any) -> ServerConfig:
+        """These settings with command-line ``options`` (``None``: not given) over them;
+        ``cors_origins`` are added to the file's. Raises ValidationError for a bad value."""
+        given = {name: value for name, value in options.items() if value is not None}
+        origins = list(dict.fromkeys([*self.cors_origins, *cors_origins]))
+        return ServerConfig.model_validate({**self.model_dump(), **given, "cors_origins": origins})
+
 
 class AgentsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,179 @@
+"""Reloading the agents file while serving (``robutler serve --reload-agents``).
+
+The file is re-read when it changes (``watchfiles``, which comes with ``uvicorn[standard]``,
+watches its directory, so an editor's save-by-rename counts too) or when the process gets
+SIGHUP. A new file is loaded and checked as at start-up (:func:`robutler_server.config.load_agents_file`),
+its agents initialised, and only then do they replace the served ones, at once: a request
+already running goes on with the agent it started with, which is closed when its last request
+ends. A file that cannot be served (invalid YAML, an unknown skill, an agent that fails to
+initialise) is refused with one ERROR log line per problem, and the agents loaded before keep
+serving.
+
+Agents a reload adds are served by the generic routes (chat completions, Responses, info,
+models); ``@http`` routes and routes that plugins add per agent are mounted for the agents the
+server started with. The ``server:`` section is read at start-up only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from robutler_core import Agent, Context, connect_agents
+from robutler_core.plugins import SkillRegistry
+
+from .config import AgentLimits, AgentsFileError, load_agents_file
+
+logger = logging.getLogger("robutler_server")
+
+
+class AgentsReloader:
+    """Swaps ``served`` (the app's agents by name, changed in place) for the agents of
+    ``path`` on change or SIGHUP; an async context manager for the app's lifetime.
+
+    ``prepare`` is called with each new agent and its limits before it serves (the server
+    attaches its limits and instrumentation); ``reserved`` are names no agent may take.
+    ``also_update``: a list kept equal to the served agents (the server's readiness list,
+    whose agents the server's lifespan closes at shutdown); without it the agents a reload
+    made are closed at this context's exit.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        served: dict[str, Agent],
+        *,
+        registry: SkillRegistry | None = None,
+        prepare: Iterable[Callable[[Agent, AgentLimits], Any]] = (),
+        reserved: Iterable[str] = (),
+        also_update: list[Agent] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.served = served
+        self.registry = registry
+        self.prepare = list(prepare)
+        self.reserved = frozenset(reserved)
+        self.also_update = also_update
+        self.reloads = 0
+        self._in_flight: dict[int, int] = {}
+        self._retired: dict[int, Agent] = {}
+        self._loaded: list[Agent] = []
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        for agent in served.values():
+            self._track(agent)
+
+    async def reload(self) -> bool:
+        """Load the file again and serve its agents; whether they replaced the served ones."""
+        async with self._lock:
+            try:
+                loaded = await asyncio.to_thread(load_agents_file, self.path, self.registry)
+                agents = {agent.name: agent for agent in loaded.agents}
+                shadowing = sorted(self.reserved & agents.keys())
+                if shadowing:
+                    raise AgentsFileError([f"{self.path}: agent name '{shadowing[0]}' would shadow a server route"])
+            except AgentsFileError as exc:
+                for problem in exc.problems:
+                    logger.error("agents file refused, the agents loaded before keep serving: %s", problem)
+                return False
+            connect_agents(list(agents.values()))
+            started: list[Agent] = []
+            for agent in agents.values():
+                try:
+                    await agent.initialize()
+                except Exception as exc:
+                    logger.error("agents file refused, the agents loaded before keep serving: %s: agent '%s' "
+                                 "failed to initialise: %s: %s", self.path, agent.name, type(exc).__name__, exc)
+                    for other in [*started, agent]:
+                        await _close(other)
+                    return False
+                started.append(agent)
+            for agent in agents.values():
+                for prepare in self.prepare:
+                    prepare(agent, loaded.limits.get(agent.name, AgentLimits()))
+                self._track(agent)
+            old = list(self.served.values())
+            self.served.clear()
+            self.served.update(agents)
+            if self.also_update is not None:
+                self.also_update[:] = list(agents.values())
+            self._loaded = list(agents.values())
+            for agent in old:
+                self._retire(agent)
+            self.reloads += 1
+            logger.info("agents file %s reloaded: serving %s", self.path, ", ".join(agents) or "no agent")
+            return True
+
+    def _track(self, agent: Agent) -> None:
+        agent.register_hook("on_connection", self._enter, priority=-1_000_000)
+        agent.register_hook("finalize_connection", self._leave, priority=1_000_001)
+
+    def _enter(self, context: Context) -> None:
+        key = id(context.agent)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def _leave(self, context: Context) -> None:
+        key = id(context.agent)
+        left = self._in_flight.get(key, 1) - 1
+        if left > 0:
+            self._in_flight[key] = left
+            return
+        self._in_flight.pop(key, None)
+        retired = self._retired.pop(key, None)
+        if retired is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(_close(retired)))
+
+    def _retire(self, agent: Agent) -> None:
+        """Close ``agent`` now when it serves nothing, else when its last request ends."""
+        if self._in_flight.get(id(agent), 0) == 0:
+            self._tasks.append(asyncio.get_running_loop().create_task(_close(agent)))
+        else:
+            self._retired[id(agent)] = agent
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        name = self.path.resolve().name
+        async for _changes in awatch(
+            self.path.resolve().parent, watch_filter=lambda _change, changed: Path(changed).name == name,
+            stop_event=self._stop, debounce=200, step=50, recursive=False,
+        ):
+            await self.reload()
+
+    def _on_sighup(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self.reload()))
+
+    async def __aenter__(self) -> AgentsReloader:
+        self._stop.clear()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
+        with contextlib.suppress(ValueError, RuntimeError, AttributeError):  # not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        # Retired agents still serving; and the agents a reload made, unless the server closes them.
+        closing = list(self._retired.values()) + (self._loaded if self.also_update is None else [])
+        for agent in closing:
+            await _close(agent)
+        self._retired.clear()
+
+
+async def _close(agent: Agent) -> None:
+    try:
+        await agent.close()
+    except Exception:
+        logger.exception("closing agent '%s' failed", agent.name)
