@@ -128,6 +128,8 @@ class LifecyclePluginManager(pluggy.PluginManager):
         self._order = itertools.count()
         self._sequence: dict[int, tuple[int, dict[str, int]]] = {}
         self._sorted: dict[str, list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]] = {}
+        # event -> what dispatch calls, in order: (function, argument names, scope, hookimpl)
+        self._plans: dict[str, tuple[tuple[Callable[..., Any], tuple[str, ...], frozenset[str] | None, pluggy.HookImpl], ...]] = {}
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         if isinstance(plugin, RuntimeHook):
@@ -149,7 +151,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
                     f"{name}: {exc}; lifecycle events are: {', '.join(LIFECYCLE_EVENTS)}"
                 ) from None
             self._sequence[id(plugin)] = (next(self._order), declared.order)
-            self._sorted = {}
+            self._plans, self._sorted = {}, {}
 
     def _class_hooks(self, cls: type) -> _ClassHooks:
         """The :class:`_ClassHooks` of ``cls`` (cached; computing it twice is harmless)."""
@@ -211,6 +213,11 @@ class LifecyclePluginManager(pluggy.PluginManager):
             impls = [(impl, *_impl_options(impl)) for impl in getattr(self.hook, event).get_hookimpls()]
             impls.sort(key=lambda entry: (entry[1], *self._registration(entry[0])))
             self._sorted[event] = impls
+            self._plans[event] = tuple(
+                (impl.plugin.function, impl.plugin.argnames, scope, impl)
+                if isinstance(impl.plugin, RuntimeHook) else (impl.function, tuple(impl.argnames), scope, impl)
+                for impl, _priority, scope in impls
+            )
             return impls
 
     def _registration(self, impl: pluggy.HookImpl) -> tuple[int, int]:
@@ -227,13 +234,18 @@ class LifecyclePluginManager(pluggy.PluginManager):
         returns ``DROP``. Hooks of observing events log their exceptions; others raise.
         """
         replaceable = next(reversed(payload)) if payload else None
-        for impl, _priority, scope in self.hookimpls(event):
-            if not scope_admits(scope, context.auth_scope):
-                continue
-            arguments = {"context": context, **payload}
-            names = impl.plugin.argnames if isinstance(impl.plugin, RuntimeHook) else impl.argnames
+        plan = self._plans.get(event)
+        while plan is None:  # (re)built by hookimpls; an add() meanwhile clears it again
+            self.hookimpls(event)
+            plan = self._plans.get(event)
+        if not plan:
+            return payload.get(replaceable) if replaceable is not None else None
+        arguments = {"context": context, **payload}
+        for function, names, scope, impl in plan:
+            if scope is not None and not scope_admits(scope, context.auth_scope):
+                continue  # (an earlier hook of this event may have set auth_scope)
             try:
-                result = await await_me_maybe(impl.function(*[arguments[name] for name in names]))
+                result = await await_me_maybe(function(*[arguments[name] for name in names]))
             except Exception:
                 if event not in OBSERVING_EVENTS:
                     raise
@@ -242,7 +254,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
             if result is DROP:
                 return DROP
             if replaceable is not None and result is not None and result is not context:
-                payload[replaceable] = result
+                payload[replaceable] = arguments[replaceable] = result
         return payload.get(replaceable) if replaceable is not None else None
 
 
