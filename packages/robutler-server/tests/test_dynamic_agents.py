@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -162,9 +163,9 @@ def _wait_for_address(process: subprocess.Popen) -> str:
         line = process.stderr.readline()
         if not line and process.poll() is not None:
             pytest.fail(f"robutler serve exited with {process.returncode}")
-        if "bound http://" in line:
-            base = line.split("bound ", 1)[1].split(":", 2)
-            base = "http:" + base[1] + ":" + base[2].split(":")[0].split()[0]
+        found = re.search(r"bound (http://\S+?:\d+)", line)
+        if found:
+            base = found.group(1)
             break
     assert base, "no bound address logged"
     while time.monotonic() < deadline:
