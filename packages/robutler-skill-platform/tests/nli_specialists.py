@@ -29,6 +29,7 @@ import uvicorn
 from robutler_core import Agent, Skill, tool
 from robutler_core.testing.chunks import finish_chunks, text_chunks, tool_call_chunks
 from robutler_core.skill import LLMSkill
+from robutler_core.wire import ChunkAssembler
 from robutler_server import create_app
 from robutler_skill_platform import AuthSkill, DiscoverySkill, NLISkill, PaymentSkill, pricing
 
@@ -70,7 +71,21 @@ class Silent(LLMSkill):
         yield {}
 
 
-class Relay(LLMSkill):
+class TurnModel(LLMSkill):
+    """A model whose answer to ``messages`` is ``self._turn(messages)``: a list of chunks."""
+
+    async def chat_completion(self, messages, tools=None, **params):
+        assembler = ChunkAssembler()
+        for chunk in self._turn(messages):
+            assembler.add(chunk)
+        return assembler.completion(model=self.model or "turns")
+
+    async def chat_completion_stream(self, messages, tools=None, **params):
+        for chunk in self._turn(messages):
+            yield chunk
+
+
+class Relay(TurnModel):
     """A model that asks ``peer`` (through ``nli_tool``) what it was asked, then answers with
     what came back."""
 
@@ -86,20 +101,8 @@ class Relay(LLMSkill):
         arguments = {"agent": self.peer, "message": "ping?", "authorized_amount": 0.05}
         return tool_call_chunks([("nli_tool", arguments)]) + finish_chunks("tool_calls")
 
-    async def chat_completion(self, messages, tools=None, **params):
-        from robutler_core.wire import ChunkAssembler
 
-        assembler = ChunkAssembler()
-        for chunk in self._turn(messages):
-            assembler.add(chunk)
-        return assembler.completion(model="relay")
-
-    async def chat_completion_stream(self, messages, tools=None, **params):
-        for chunk in self._turn(messages):
-            yield chunk
-
-
-class Planner(LLMSkill):
+class Planner(TurnModel):
     """The coordinator's model: discover, delegate to the best match, answer; each call costs
     0.001 dollars."""
 
@@ -122,18 +125,6 @@ class Planner(LLMSkill):
         else:
             return text_chunks(f"The specialist says: {tool_results[-1]['content']}") + finish_chunks("stop", usage=usage)
         return tool_call_chunks([call]) + finish_chunks("tool_calls", usage=usage)
-
-    async def chat_completion(self, messages, tools=None, **params):
-        from robutler_core.wire import ChunkAssembler
-
-        assembler = ChunkAssembler()
-        for chunk in self._turn(messages):
-            assembler.add(chunk)
-        return assembler.completion(model="planner")
-
-    async def chat_completion_stream(self, messages, tools=None, **params):
-        for chunk in self._turn(messages):
-            yield chunk
 
 
 def agents(port: int, platform_url: str) -> list[Agent]:

@@ -23,67 +23,41 @@ Errors: 401 ``missing_api_key`` (no credentials, ``require_auth`` on), 401 ``inv
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from typing import Any
 
 import jwt
 import pydantic
 
-from robutler_core import Skill, hook
+from robutler_core import hook
 from robutler_core.errors import AuthenticationError
 
-from .client import PlatformClient, api_key_of, platform_url
+from .client import PlatformConfig, PlatformSkill, api_key_of
 
 CACHE_SIZE = 10_000
 """API keys whose answers are cached at most (the oldest go first)."""
 
 
-class AuthConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class AuthConfig(PlatformConfig):
+    """``api_key``: the agent owner's key; its user is the owner."""
 
-    platform_url: str | None = None
-    """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""
-    api_key: str | None = None
-    """The agent owner's API key (default ``$ROBUTLER_API_KEY``): its user is the owner."""
     require_auth: bool = True
     """Refuse callers without credentials (401); when off they are anonymous (scope ``all``)."""
     cache_ttl: float = pydantic.Field(default=60.0, ge=0)
     """Seconds an API key's user is remembered (0: ask the platform every time)."""
-    timeout: float = pydantic.Field(default=10.0, gt=0)
-    """Seconds per platform call."""
 
 
-class AuthSkill(Skill):
+class AuthSkill(PlatformSkill):
     """Authenticates callers against the Robutler platform (see the module docstring)."""
 
     config_model = AuthConfig
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.settings = AuthConfig.model_validate(self.config)
-        self.client: PlatformClient | None = None
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
         self._owner_id: str | None = None
         self._jwks: dict[str, Any] = {}
         self._jwks_fetched = 0.0
-
-    def check_configuration(self) -> None:
-        platform_url(self.settings.platform_url)
-
-    async def initialize(self, agent: Any) -> None:
-        api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
-        self.client = PlatformClient(platform_url(self.settings.platform_url), api_key, self.settings.timeout)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-
-    def _client(self) -> PlatformClient:
-        if self.client is None:  # served without a lifespan: initialise on first use
-            api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
-            self.client = PlatformClient(platform_url(self.settings.platform_url), api_key, self.settings.timeout)
-        return self.client
 
     async def user_for_key(self, key: str) -> dict[str, Any]:
         """The platform user of API key ``key`` (cached); AuthenticationError when unknown."""
@@ -92,7 +66,7 @@ class AuthSkill(Skill):
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         try:
-            user = (await self._client().call("GET", "/api/user", api_key=key))["user"]
+            user = (await self.platform().call("GET", "/api/user", api_key=key))["user"]
         except AuthenticationError:
             self._users.pop(digest, None)
             raise AuthenticationError("the API key is unknown or revoked", code="invalid_api_key") from None
@@ -104,7 +78,7 @@ class AuthSkill(Skill):
 
     async def owner_id(self) -> str | None:
         """The user id of the skill's ``api_key`` (the agent's owner), ``None`` without one."""
-        client = self._client()
+        client = self.platform()
         if self._owner_id is None and client.api_key:
             self._owner_id = (await self.user_for_key(client.api_key))["id"]
         return self._owner_id
@@ -113,7 +87,7 @@ class AuthSkill(Skill):
         """The platform's public key ``kid`` from its JWKS (fetched again, at most every 30 s,
         when the kid is unknown: the platform may have rotated its key)."""
         if kid not in self._jwks and time.monotonic() - self._jwks_fetched > 30:
-            jwks = await self._client().call("GET", "/api/auth/jwks")
+            jwks = await self.platform().call("GET", "/api/auth/jwks")
             self._jwks = {key.get("kid"): jwt.PyJWK(key).key for key in jwks.get("keys", [])}
             self._jwks_fetched = time.monotonic()
         if kid not in self._jwks:
@@ -161,7 +135,7 @@ class AuthSkill(Skill):
         if key is None and headers.get("x-payment-token"):
             # Another agent calling through NLI: its delegated payment token, valid for this
             # agent on this platform, identifies the paying user.
-            token = await self._client().call(
+            token = await self.platform().call(
                 "POST", "/api/payments/verify",
                 json={"token": headers["x-payment-token"], "expectedAudience": context.agent.name},
             )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+import pydantic
 
+from robutler_core import Skill
 from robutler_core.errors import (
     AuthenticationError,
     BadRequestError,
@@ -116,3 +118,52 @@ class PlatformClient:
                 code="platform_error",
             )
         raise error_class(message, code=code, param=param)
+
+
+class PlatformConfig(pydantic.BaseModel):
+    """Options every platform skill takes."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    platform_url: str | None = None
+    """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""
+    api_key: str | None = None
+    """The agent owner's API key (default ``$ROBUTLER_API_KEY``)."""
+    timeout: float = pydantic.Field(default=10.0, gt=0)
+    """Seconds per platform call."""
+
+
+class PlatformSkill(Skill):
+    """Base of the skills that talk to the platform: :attr:`settings` (the validated
+    :attr:`config_model`, a :class:`PlatformConfig`) and :meth:`platform`, the skill's
+    :class:`PlatformClient` (made at ``initialize``, or at first use when the agent is served
+    without a lifespan; closed with the skill)."""
+
+    config_model: ClassVar[type[PlatformConfig]] = PlatformConfig
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.settings = self.config_model.model_validate(self.config)
+        self.client: PlatformClient | None = None
+
+    @property
+    def platform_timeout(self) -> float:
+        """Seconds per platform call (``settings.timeout`` unless a skill says otherwise)."""
+        return self.settings.timeout
+
+    def check_configuration(self) -> None:
+        platform_url(self.settings.platform_url)
+
+    def platform(self) -> PlatformClient:
+        """The skill's client of the platform."""
+        if self.client is None:
+            api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
+            self.client = PlatformClient(platform_url(self.settings.platform_url), api_key, self.platform_timeout)
+        return self.client
+
+    async def initialize(self, agent: Any) -> None:
+        self.platform()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()

@@ -20,10 +20,10 @@ from typing import Any
 
 import pydantic
 
-from robutler_core import Skill, tool
+from robutler_core import tool
 from robutler_core.errors import RobutlerError
 
-from .client import PlatformClient, platform_url
+from .client import PlatformConfig, PlatformSkill
 
 logger = logging.getLogger(__name__)
 
@@ -38,42 +38,25 @@ class Intent(pydantic.BaseModel):
     description: str | None = None
 
 
-class DiscoveryConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class DiscoveryConfig(PlatformConfig):
+    """``api_key``: the agent owner's key; publishing is the owner's."""
 
-    platform_url: str | None = None
-    """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""
-    api_key: str | None = None
-    """The agent owner's API key (default ``$ROBUTLER_API_KEY``): publishing is the owner's."""
     intents: list[str | Intent] = pydantic.Field(default_factory=list)
     """What this agent does: strings, or ``{intent, description}``."""
     public_url: str | None = None
     """The server's base URL as other agents reach it (default ``$ROBUTLER_PUBLIC_URL``)."""
-    timeout: float = pydantic.Field(default=10.0, gt=0)
-    """Seconds per platform call."""
 
 
-class DiscoverySkill(Skill):
+class DiscoverySkill(PlatformSkill):
     """Publishes the agent's intents and finds other agents (see the module docstring)."""
 
     config_model = DiscoveryConfig
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.settings = DiscoveryConfig.model_validate(self.config)
-        self.client: PlatformClient | None = None
         self.known: dict[str, str] = {}
         self.published = False
         self._publishing = asyncio.Lock()
-
-    def check_configuration(self) -> None:
-        platform_url(self.settings.platform_url)
-
-    def _client(self) -> PlatformClient:
-        if self.client is None:
-            api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
-            self.client = PlatformClient(platform_url(self.settings.platform_url), api_key, self.settings.timeout)
-        return self.client
 
     @property
     def agent_url(self) -> str | None:
@@ -84,15 +67,11 @@ class DiscoverySkill(Skill):
         return f"{base.rstrip('/')}/{self.agent.name}"
 
     async def initialize(self, agent: Any) -> None:
-        self._client()
+        await super().initialize(agent)
         try:
             await self.publish()
         except RobutlerError as exc:
             logger.warning("agent '%s': publishing its intents failed (%s); trying again later", agent.name, exc)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
 
     async def publish(self) -> None:
         """Publish the configured intents under this agent's name (once)."""
@@ -105,7 +84,7 @@ class DiscoverySkill(Skill):
                  **(item.model_dump() if isinstance(item, Intent) else {"intent": item})}
                 for item in self.settings.intents
             ]
-            await self._client().call(
+            await self.platform().call(
                 "POST", "/api/intents/create", json={"intents": intents, "replace": True},
                 idempotency_key=None,
             )
@@ -130,7 +109,7 @@ class DiscoverySkill(Skill):
                 await self.publish()
             except RobutlerError as exc:
                 logger.warning("publishing intents failed again: %s", exc)
-        found = await self._client().call(
+        found = await self.platform().call(
             "POST", "/api/discovery", json={"query": query, "limit": limit, "types": ["agents"]}
         )
         agents = found["results"].get("agents", [])

@@ -31,7 +31,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,10 +38,10 @@ from urllib.parse import urlsplit
 import httpx
 import pydantic
 
-from robutler_core import Skill, tool
+from robutler_core import tool
 from robutler_core.errors import RobutlerError
 
-from .client import PlatformClient, platform_url
+from .client import PlatformConfig, PlatformSkill
 from .money import to_dollars, to_micros
 
 logger = logging.getLogger(__name__)
@@ -53,13 +52,10 @@ SETTLE_WAIT = 5.0
 """Seconds to wait for the callee's settle before releasing the child token."""
 
 
-class NLIConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class NLIConfig(PlatformConfig):
+    """``api_key``: the agent owner's key; delegations are its calls. ``timeout`` here is one
+    call to another agent (platform calls take 10 s at most)."""
 
-    platform_url: str | None = None
-    """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""
-    api_key: str | None = None
-    """The agent owner's API key (default ``$ROBUTLER_API_KEY``): delegations are the owner's."""
     agents: dict[str, str] = pydantic.Field(default_factory=dict)
     """Known agents: name -> URL (``http://host:port/name``)."""
     allowlist: list[str] = pydantic.Field(default_factory=list)
@@ -68,21 +64,20 @@ class NLIConfig(pydantic.BaseModel):
     max_authorized_amount: float = pydantic.Field(default=1.0, gt=0)
     """Dollars the model may authorise for one call at most."""
     timeout: float = pydantic.Field(default=60.0, gt=0)
-    """Seconds one call may take."""
+    """Seconds one call to another agent may take."""
 
 
 class NLIError(Exception):
     """Why an NLI call was not made or failed: the tool's result."""
 
 
-class NLISkill(Skill):
+class NLISkill(PlatformSkill):
     """Calls other agents and pays them by delegation (see the module docstring)."""
 
     config_model = NLIConfig
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.settings = NLIConfig.model_validate(self.config)
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.hosts: set[str] = set()
         for entry in self.settings.allowlist:
@@ -90,24 +85,12 @@ class NLISkill(Skill):
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 self.hosts.add(entry.lower())
-        self.client: PlatformClient | None = None
         self.http: httpx.AsyncClient | None = None
 
-    def check_configuration(self) -> None:
-        platform_url(self.settings.platform_url)
-
-    def _client(self) -> PlatformClient:
-        if self.client is None:
-            api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
-            self.client = PlatformClient(platform_url(self.settings.platform_url), api_key)
-        return self.client
-
-    async def initialize(self, agent: Any) -> None:
-        self._client()
+    platform_timeout = 10.0
 
     async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+        await super().close()
         if self.http is not None:
             await self.http.aclose()
 
@@ -190,7 +173,7 @@ class NLISkill(Skill):
         amount = to_micros(round(authorized_amount, 6), field="authorized_amount")
         call_id = f"{context.request_id}:nli:{len(context.usage_records)}:{name}"
         try:
-            child = await self._client().call(
+            child = await self.platform().call(
                 "POST", "/api/payments/delegate",
                 json={"parentToken": parent, "delegateTo": name, "amount": to_dollars(amount)},
                 idempotency_key=f"{call_id}:delegate",
@@ -244,7 +227,7 @@ class NLISkill(Skill):
     async def _release(self, child: dict[str, Any], call_id: str) -> int:
         """Release the child token once the callee's lock is settled (or after
         :data:`SETTLE_WAIT`); returns what the callee spent, in micro-dollars."""
-        client = self._client()
+        client = self.platform()
         authorized = to_micros(child["balance"])
         deadline = asyncio.get_running_loop().time() + SETTLE_WAIT
         pause = 0.005

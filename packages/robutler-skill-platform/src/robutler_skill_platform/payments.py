@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pydantic
 
-from robutler_core import Skill, hook
+from robutler_core import hook
 from robutler_core.errors import PaymentRequiredError, RobutlerError
 from robutler_core.hookspecs import ToolCallBlocked
 
-from .client import PlatformClient, platform_url
+from .client import PlatformConfig, PlatformSkill
 from .money import MICROS_PER_DOLLAR, to_dollars, to_micros
 from .nli import PAID_BY_DELEGATION
 from .pricing import price_of
@@ -58,19 +57,13 @@ class PaymentRequired(PaymentRequiredError):
         return {**super().to_dict(), "accepts": self.accepts}
 
 
-class PaymentsConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class PaymentsConfig(PlatformConfig):
+    """``api_key``: the agent owner's key; locks and settles are its calls."""
 
-    platform_url: str | None = None
-    """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""
-    api_key: str | None = None
-    """The agent owner's API key (default ``$ROBUTLER_API_KEY``): locks and settles are its."""
     per_request_lock: str | float = "0.10"
     """Dollars locked when a request starts (and what a 402's ``accepts`` asks for)."""
     markup: Decimal = pydantic.Field(default=Decimal(1), ge=0, allow_inf_nan=False)
     """Multiplies the cost of model calls (not tool prices)."""
-    timeout: float = pydantic.Field(default=10.0, gt=0)
-    """Seconds per platform call."""
 
     @pydantic.field_validator("per_request_lock")
     @classmethod
@@ -90,7 +83,7 @@ class _Payment:
         self.guard = asyncio.Lock()
 
 
-class PaymentSkill(Skill):
+class PaymentSkill(PlatformSkill):
     """Charges callers for the request (see the module docstring). Depends on ``auth``."""
 
     config_model = PaymentsConfig
@@ -98,26 +91,8 @@ class PaymentSkill(Skill):
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("dependencies", ["auth"])
         super().__init__(config, **kwargs)
-        self.settings = PaymentsConfig.model_validate(self.config)
         self.lock_micros = to_micros(self.settings.per_request_lock, field="per_request_lock", allow_zero=False)
         self.markup = self.settings.markup
-        self.client: PlatformClient | None = None
-
-    def check_configuration(self) -> None:
-        platform_url(self.settings.platform_url)
-
-    def _client(self) -> PlatformClient:
-        if self.client is None:
-            api_key = self.settings.api_key or os.environ.get("ROBUTLER_API_KEY")
-            self.client = PlatformClient(platform_url(self.settings.platform_url), api_key, self.settings.timeout)
-        return self.client
-
-    async def initialize(self, agent: Any) -> None:
-        self._client()
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
 
     # --- what a request costs ----------------------------------------------------------------
 
@@ -148,7 +123,7 @@ class PaymentSkill(Skill):
                 "as 'X-Payment-Token'",
                 amount_micros=self.lock_micros,
             )
-        client = self._client()
+        client = self.platform()
         try:
             await client.call("POST", "/api/payments/verify", json={"token": token, "expectedAudience": context.agent.name})
             lock = await client.call(
@@ -175,7 +150,7 @@ class PaymentSkill(Skill):
                 return
             payment.extensions += 1
             try:
-                extended = await self._client().call(
+                extended = await self.platform().call(
                     "PATCH", f"/api/payments/lock/{payment.lock_id}",
                     json={"additionalAmount": to_dollars(needed - payment.locked)},
                     idempotency_key=f"{context.request_id}:extend:{payment.extensions}",
@@ -203,7 +178,7 @@ class PaymentSkill(Skill):
 
     async def _settle(self, context: Any, payment: _Payment) -> dict[str, Any] | None:
         total = self.usage_micros(context)
-        client = self._client()
+        client = self.platform()
         if total > payment.locked:
             try:
                 extended = await client.call(

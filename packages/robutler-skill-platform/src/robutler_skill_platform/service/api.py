@@ -12,7 +12,7 @@ moves no money again. Errors use the envelope ``{"error": {"message", "type", "p
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from robutler_core.errors import AuthenticationError, BadRequestError
 
