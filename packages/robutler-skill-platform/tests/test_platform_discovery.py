@@ -87,3 +87,41 @@ async def test_discovery_by_meaning_with_the_local_model(registered, platform_ds
     assert results["intents"][0]["intent"] == "convert currencies"
     assert results["intents"][0]["similarity"] > results["intents"][-1]["similarity"]
     assert poems["agents"][0]["name"] == "poet"
+
+
+async def test_the_discovery_skill_publishes_at_start_up_and_again_when_the_agents_file_is_reloaded(registered, tmp_path):
+    import asyncio
+    import textwrap
+
+    from robutler_server import create_app
+    from robutler_server.config import load_agents
+
+    agents_file = tmp_path / "agents.yaml"
+
+    def write(intent: str) -> None:
+        agents_file.write_text(textwrap.dedent(f"""
+            agents:
+              - name: currency
+                model: test
+                skills:
+                  discovery:
+                    platform_url: "{registered.url}"
+                    api_key: "{registered.owner_key}"
+                    public_url: "http://127.0.0.1:9001"
+                    intents: ["{intent}"]
+        """))
+
+    async def published() -> list[str]:
+        results = await discover(registered, "convert exchange currencies money", types=["intents"])
+        return [hit["intent"] for hit in results["intents"]]
+
+    write("convert currencies")
+    app = create_app(load_agents(str(agents_file)), reload_agents_file=agents_file)
+    with serve_in_thread(app, startup_timeout=30):
+        assert await published() == ["convert currencies"]
+        write("exchange money")
+        for _ in range(100):
+            if await published() == ["exchange money"]:
+                break
+            await asyncio.sleep(0.1)
+        assert await published() == ["exchange money"]  # the old intent was replaced
