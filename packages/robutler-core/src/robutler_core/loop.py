@@ -293,13 +293,16 @@ async def wait_cancelled(task: asyncio.Task[Any]) -> None:
     """Wait until ``task`` has finished (a cancelled one, its cleanup: ``finalize_connection``)
     without cancelling it: a caller cancelled meanwhile, even repeatedly (anyio's cancel scopes,
     as in Starlette's streaming responses, re-deliver a cancellation at every ``await``), still
-    waits, then raises ``asyncio.CancelledError``. The task's own result or error is left in it."""
+    waits, then raises ``asyncio.CancelledError``. The task's own result or error is left in it
+    (marked retrieved: the caller reports it, or not)."""
     cancelled = False
     while not task.done():
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
             cancelled = True
+    if not task.cancelled():
+        task.exception()
     if cancelled:
         raise asyncio.CancelledError
 
