@@ -117,3 +117,28 @@ def test_a_retry_that_succeeds_makes_the_agent_ready(caplog):
 def test_the_retry_interval_must_be_positive():
     with pytest.raises(ValueError, match="retry_interval must be > 0 seconds, got 0"):
         create_app([Agent("a", model="test")], ready_retry_interval=0)
+
+
+class Store(Skill):
+    """Initialises, then reports its database as down or up (Skill.status)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = True
+
+    def status(self, auth_scope):
+        return {"ready": False, "error": "database at 127.0.0.1:5433 is down"} if self.down else {"ready": True}
+
+
+def test_a_skill_reporting_a_dependency_down_makes_ready_503_while_the_agent_serves():
+    store = Store()
+    app = create_app([Agent("a", model="test", skills={"store": store})])
+    with serve_in_thread(app) as url:
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503
+        assert ready.json()["agents"] == {
+            "a": {"ready": False, "skill": "store", "error": "database at 127.0.0.1:5433 is down"}
+        }
+        assert chat(url, "a").status_code == 200  # the skill decides what works without it
+        store.down = False
+        assert httpx.get(f"{url}/ready").status_code == 200

@@ -11,6 +11,11 @@ answers 200 ``{"status": "ready", "agents": {name: {"ready": true}}}`` when ever
 initialised, else 503 with ``"status": "not_ready"`` and, for each agent that is not, ``{"ready":
 false, "skill": "vectors", "error": "OSError: connection refused"}`` (``skill`` is ``null``
 before start-up ends).
+
+A skill that initialised can still report that something it needs is down: when its
+:meth:`robutler_core.Skill.status` (asked with the ``owner`` scope) returns a dict with
+``"ready": false``, ``/ready`` answers 503 naming the agent, the skill and the status's
+``error`` (or ``"not ready"``). The agent keeps serving: the skill decides what works without it.
 """
 
 from __future__ import annotations
@@ -73,12 +78,12 @@ class Readiness:
         """The ``/ready`` answer: status code and JSON body."""
         agents: dict[str, Any] = {}
         for agent in self.agents:
-            failure = self.failures.get(agent.name) if self.started else STARTING
+            failure = (self.failures.get(agent.name) or _reported(agent)) if self.started else STARTING
             agents[agent.name] = (
                 {"ready": True} if failure is None
                 else {"ready": False, "skill": failure.skill, "error": failure.error}
             )
-        ready = self.started and not self.failures
+        ready = all(entry["ready"] for entry in agents.values()) and self.started
         return (200 if ready else 503), {"status": "ready" if ready else "not_ready", "agents": agents}
 
     @contextlib.asynccontextmanager
@@ -119,6 +124,19 @@ class Readiness:
             return
         if self.failures.pop(agent.name, None) is not None and retry:
             logger.info("agent '%s' is ready: its skills initialised on a retry", agent.name)
+
+
+def _reported(agent: Agent) -> Failure | None:
+    """The first of the agent's skills whose ``status("owner")`` says ``"ready": false`` (or
+    raises), as a Failure; ``None`` when none does."""
+    for name, skill in agent.skills.items():
+        try:
+            status = skill.status("owner")
+        except Exception as exc:
+            return Failure(name, f"its status failed: {type(exc).__name__}: {exc}")
+        if isinstance(status, dict) and status.get("ready") is False:
+            return Failure(name, str(status.get("error") or "not ready"))
+    return None
 
 
 def _failing_skill(agent: Agent, exc: BaseException) -> str | None:
