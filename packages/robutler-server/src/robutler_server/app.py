@@ -280,6 +280,7 @@ def _lifespan(
         finally:
             for agent in readiness.agents:
                 await agent.close()
+            observability.metrics.process_ended()
 
     return lifespan
 

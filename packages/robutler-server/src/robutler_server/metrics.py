@@ -91,6 +91,13 @@ class Metrics:
             self.tokens.labels(agent, model, kind).inc(int(record.get(key) or 0))
         self.cost.labels(agent, model).inc(float(record.get("cost_usd") or 0))
 
+    def process_ended(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (``robutler_requests_in_flight``)
+        from the shared directory, so that a worker that stopped no longer counts; the app's
+        lifespan calls it at shutdown. Counters and histograms stay (they keep adding up)."""
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())
+
     def exposition(self) -> bytes:
         """The text format of every metric: this process's, or every worker's in multiprocess mode."""
         if multiprocess_mode():
