@@ -304,3 +304,19 @@ def test_reload_agents_needs_an_agents_file():
     result = CliRunner().invoke(cli, ["serve", "--reload-agents"])
     assert result.exit_code == 1
     assert "--reload-agents needs an AGENTS_FILE" in result.output
+
+
+def test_the_body_limit_applies_before_the_v1_routes_read_the_model():
+    tenants = Tenants()
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(tenants),
+                     server=ServerConfig(max_body_bytes=500))
+
+    def chunks():
+        for _ in range(4):
+            yield b'{"model": "tenant-a", "messages": []}' * 5
+
+    with serve_in_thread(app) as base:
+        response = httpx.post(f"{base}/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert "500 bytes" in response.json()["error"]["message"]
+        assert tenants.lookups == []

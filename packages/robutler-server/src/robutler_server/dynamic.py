@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pluggy
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from robutler_core import Agent, Context
@@ -211,7 +212,13 @@ class DynamicAgentMiddleware:
         name = path.split("/", 2)[1] if path.count("/") >= 1 else ""
         if name == "v1":
             if scope["method"] == "POST" and path in _MODEL_PATHS:
-                body, receive = await _read_body(receive)
+                try:
+                    body, receive = await _read_body(receive)
+                except HTTPException as exc:  # the body limit (robutler_server.guards)
+                    error = RobutlerError(str(exc.detail), status_code=exc.status_code)
+                    error.type = "invalid_request_error"
+                    await error_response(error)(scope, receive, send)
+                    return
                 name = _model_of(body)
             elif path.startswith("/v1/models/"):
                 name = path[len("/v1/models/"):]

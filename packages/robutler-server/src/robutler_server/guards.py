@@ -25,7 +25,7 @@ counted; agent descriptions, model lists and handoffs between agents of the serv
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -101,10 +101,12 @@ class Guards:
         agent.register_hook("on_connection", self._admit, priority=GUARD_PRIORITY)
         agent.register_hook("finalize_connection", self._release, priority=GUARD_PRIORITY)
 
-    async def _admit(self, context: Context) -> None:
+    def _admit(self, context: Context) -> Awaitable[None] | None:
+        """The limits' ``on_connection`` hook; sync (no coroutine per request) unless a rate
+        limit must be counted, which it returns to be awaited."""
         request = _request.get()
         if request is None or not request.limited or context.handoff_depth:
-            return
+            return None
         server = self.server
         if len(context.messages) > server.max_messages:
             raise BadRequestError(
@@ -119,9 +121,19 @@ class Guards:
         name = context.agent.name
         limits = self.limits.get(name)
         if limits is None:
-            return
+            return None
         if limits.rate_limit:
-            await self.rate_limiter.hit(limits.rate_limit, name, context.peer_user_id or request.client)
+            return self._rate_limited(context, limits, request.client)
+        self._take_slot(context, limits)
+        return None
+
+    async def _rate_limited(self, context: Context, limits: AgentLimits, client: str) -> None:
+        name = context.agent.name
+        await self.rate_limiter.hit(limits.rate_limit or "", name, context.peer_user_id or client)
+        self._take_slot(context, limits)
+
+    def _take_slot(self, context: Context, limits: AgentLimits) -> None:
+        name = context.agent.name
         if limits.max_concurrent_requests:
             running = self.in_flight.get(name, 0)
             if running >= limits.max_concurrent_requests:

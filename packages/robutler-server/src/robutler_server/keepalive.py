@@ -30,8 +30,8 @@ class SSEKeepAlive:
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        lock = asyncio.Lock()
-        state = {"last": loop.time(), "boundary": True, "open": False}
+        lock: asyncio.Lock = None  # type: ignore[assignment]  # made for event streams only
+        state = {"last": 0.0, "boundary": True, "open": False}
         pinger: asyncio.Task[None] | None = None
 
         async def ping() -> None:
@@ -48,16 +48,14 @@ class SSEKeepAlive:
                         state["last"] = loop.time()
 
         async def sending(message: dict[str, Any]) -> None:
-            nonlocal pinger
-            if message["type"] == "http.response.start":
+            nonlocal pinger, lock
+            if pinger is None:
                 await send(message)
-                if _is_event_stream(message):
+                if message["type"] == "http.response.start" and _is_event_stream(message):
+                    lock = asyncio.Lock()
                     state["open"] = True
                     state["last"] = loop.time()
                     pinger = asyncio.create_task(ping())
-                return
-            if pinger is None:
-                await send(message)
                 return
             async with lock:
                 more = message.get("more_body", False)
