@@ -36,12 +36,13 @@ import pluggy
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from robutler_core import Agent, Context
+from robutler_core import Agent
 from robutler_core.errors import RobutlerError
 from robutler_core.tools import await_me_maybe
 
 from .errors import error_response
 from .plugins import with_server_specs
+from .retiring import Retiring
 
 logger = logging.getLogger("robutler_server")
 
@@ -80,8 +81,7 @@ class DynamicAgents:
         self.prepare = list(prepare)
         self._cache: OrderedDict[str, tuple[Agent | None, float]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[Agent | None]] = {}
-        self._in_flight: dict[int, int] = {}
-        self._retired: dict[int, Agent] = {}
+        self.retiring = Retiring()
 
     def get(self, name: str) -> Agent | None:
         """The cached agent named ``name`` (``None``: none, or its time is up)."""
@@ -133,8 +133,7 @@ class DynamicAgents:
                 raise AgentDirectoryError(f"agent '{name}' cannot be looked up now; retry later")
             for prepare in self.prepare:
                 prepare(agent)
-            agent.register_hook("on_connection", self._enter, priority=-1_000_000)
-            agent.register_hook("finalize_connection", self._leave, priority=1_000_001)
+            self.retiring.track(agent)
             logger.info("agent '%s' resolved by plugin '%s'", name, impl.plugin_name)
             return agent
         return None
@@ -145,53 +144,21 @@ class DynamicAgents:
         while len(self._cache) > self.size:
             _, (evicted, _) = self._cache.popitem(last=False)
             if evicted is not None:
-                self._retire(evicted)
+                self.retiring.retire(evicted)
         for key, (old, expires) in list(self._cache.items()):
             if expires < time.monotonic():  # expired ones go too (their names are asked again)
                 del self._cache[key]
                 if old is not None and old is not agent:
-                    self._retire(old)
-
-    def _retire(self, agent: Agent) -> None:
-        """Close ``agent`` now when it serves nothing, else when its last request ends."""
-        if self._in_flight.get(id(agent), 0) == 0:
-            asyncio.get_running_loop().create_task(_close(agent))
-        else:
-            self._retired[id(agent)] = agent
-
-    def _enter(self, context: Context) -> None:
-        key = id(context.agent)
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
-
-    def _leave(self, context: Context) -> None:
-        key = id(context.agent)
-        left = self._in_flight.get(key, 1) - 1
-        if left > 0:
-            self._in_flight[key] = left
-            return
-        self._in_flight.pop(key, None)
-        retired = self._retired.pop(key, None)
-        if retired is not None:
-            asyncio.get_running_loop().create_task(_close(retired))
+                    self.retiring.retire(old)
 
     async def __aenter__(self) -> DynamicAgents:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         """The app's lifetime ends: every cached agent is closed."""
-        agents = {id(a): a for a, _ in self._cache.values() if a is not None}
-        agents.update(self._retired)
+        cached = [agent for agent, _ in self._cache.values() if agent is not None]
         self._cache.clear()
-        self._retired.clear()
-        for agent in agents.values():
-            await _close(agent)
-
-
-async def _close(agent: Agent) -> None:
-    try:
-        await agent.close()
-    except Exception:
-        logger.exception("closing dynamic agent '%s' failed", agent.name)
+        await self.retiring.close_all(*cached)
 
 
 class DynamicAgentMiddleware:

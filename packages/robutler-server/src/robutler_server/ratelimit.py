@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from robutler_core import Agent, Context, connect_agents
+from robutler_core import Agent, connect_agents
 from robutler_core.plugins import SkillRegistry
 
 from .config import AgentLimits, AgentsFileError, load_agents_file
+from .retiring import Retiring, close_agent
 
 logger = logging.getLogger("robutler_server")
 
@@ -60,14 +61,13 @@ class AgentsReloader:
         self.reserved = frozenset(reserved)
         self.also_update = also_update
         self.reloads = 0
-        self._in_flight: dict[int, int] = {}
-        self._retired: dict[int, Agent] = {}
+        self.retiring = Retiring()
         self._loaded: list[Agent] = []
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         for agent in served.values():
-            self._track(agent)
+            self.retiring.track(agent)
 
     async def reload(self) -> bool:
         """Load the file again and serve its agents; whether they replaced the served ones."""
@@ -91,13 +91,13 @@ class AgentsReloader:
                     logger.error("agents file refused, the agents loaded before keep serving: %s: agent '%s' "
                                  "failed to initialise: %s: %s", self.path, agent.name, type(exc).__name__, exc)
                     for other in [*started, agent]:
-                        await _close(other)
+                        await close_agent(other)
                     return False
                 started.append(agent)
             for agent in agents.values():
                 for prepare in self.prepare:
                     prepare(agent, loaded.limits.get(agent.name, AgentLimits()))
-                self._track(agent)
+                self.retiring.track(agent)
             old = list(self.served.values())
             self.served.clear()
             self.served.update(agents)
@@ -105,36 +105,10 @@ class AgentsReloader:
                 self.also_update[:] = list(agents.values())
             self._loaded = list(agents.values())
             for agent in old:
-                self._retire(agent)
+                self.retiring.retire(agent)
             self.reloads += 1
             logger.info("agents file %s reloaded: serving %s", self.path, ", ".join(agents) or "no agent")
             return True
-
-    def _track(self, agent: Agent) -> None:
-        agent.register_hook("on_connection", self._enter, priority=-1_000_000)
-        agent.register_hook("finalize_connection", self._leave, priority=1_000_001)
-
-    def _enter(self, context: Context) -> None:
-        key = id(context.agent)
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
-
-    def _leave(self, context: Context) -> None:
-        key = id(context.agent)
-        left = self._in_flight.get(key, 1) - 1
-        if left > 0:
-            self._in_flight[key] = left
-            return
-        self._in_flight.pop(key, None)
-        retired = self._retired.pop(key, None)
-        if retired is not None:
-            self._tasks.append(asyncio.get_running_loop().create_task(_close(retired)))
-
-    def _retire(self, agent: Agent) -> None:
-        """Close ``agent`` now when it serves nothing, else when its last request ends."""
-        if self._in_flight.get(id(agent), 0) == 0:
-            self._tasks.append(asyncio.get_running_loop().create_task(_close(agent)))
-        else:
-            self._retired[id(agent)] = agent
 
     async def _watch(self) -> None:
         from watchfiles import awatch
@@ -166,14 +140,5 @@ class AgentsReloader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         # Retired agents still serving; and the agents a reload made, unless the server closes them.
-        closing = list(self._retired.values()) + (self._loaded if self.also_update is None else [])
-        for agent in closing:
-            await _close(agent)
-        self._retired.clear()
+        await self.retiring.close_all(*(self._loaded if self.also_update is None else []))
 
-
-async def _close(agent: Agent) -> None:
-    try:
-        await agent.close()
-    except Exception:
-        logger.exception("closing agent '%s' failed", agent.name)
