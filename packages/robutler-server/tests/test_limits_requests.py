@@ -187,3 +187,15 @@ def test_beyond_max_concurrent_requests_is_503_with_retry_after():
         release.set()
         assert first.result(timeout=10).status_code == 200
         assert chat(base, "slow").status_code == 200  # the slot was given back
+
+
+def test_a_total_rate_limit_counts_every_caller_of_the_agent():
+    agent = Agent("a", model="test", hooks={"on_connection": [identify]})
+    app = create_app([agent], limits={"a": AgentLimits(rate_limit="5/minute", total_rate_limit="2/minute")})
+    with serve_in_thread(app) as base:
+        assert chat(base, "a", headers={"x-user": "ann"}).status_code == 200
+        assert chat(base, "a", headers={"x-user": "bob"}).status_code == 200
+        refused = chat(base, "a", headers={"x-user": "cid"})
+        assert refused.status_code == 429
+        assert "agent 'a' is at its total rate limit of 2 per 1 minute" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) > 50

@@ -12,6 +12,7 @@
         handoffs: [billing, openai/gpt-4o]  # optional: agents of this file, or models
         unsupported_params: error           # optional: or ignore (drop request parameters the model cannot honour)
         rate_limit: 60/minute               # optional: requests per caller ("limits" notation; ";" joins several)
+        total_rate_limit: 1000/minute       # optional: requests of all callers together
         request_timeout: 600                # optional: seconds per request (default 600)
         tool_timeout: 60                    # optional: seconds per tool call without its own timeout (default 60)
         max_concurrent_requests: 20         # optional: beyond it 503 with Retry-After
@@ -52,18 +53,22 @@ class AgentConfig(BaseModel):
     unsupported_params: Literal["error", "ignore"] = "error"
     skills: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     rate_limit: str | None = None
+    total_rate_limit: str | None = None
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
     tool_timeout: float = Field(default=DEFAULT_TOOL_TIMEOUT, gt=0)
     max_concurrent_requests: int | None = Field(default=None, ge=1)
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "total_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str | None) -> str | None:
         return check_rate_limit(value)
 
     def limits(self) -> AgentLimits:
         """The server-side limits this declaration sets."""
-        return AgentLimits(rate_limit=self.rate_limit, max_concurrent_requests=self.max_concurrent_requests)
+        return AgentLimits(
+            rate_limit=self.rate_limit, total_rate_limit=self.total_rate_limit,
+            max_concurrent_requests=self.max_concurrent_requests,
+        )
 
 
 class AgentLimits(BaseModel):
@@ -72,16 +77,18 @@ class AgentLimits(BaseModel):
 
     ``rate_limit``: requests each caller may make to the agent, in the ``limits`` library's
     notation (``"60/minute"``, ``"10/second;1000/day"``); a caller is the ``peer_user_id`` an
-    auth hook set, else the client's address. ``max_concurrent_requests``: requests of the
+    auth hook set, else the client's address. ``total_rate_limit``: the agent's requests from
+    all callers together, in the same notation. ``max_concurrent_requests``: requests of the
     agent in flight at once, beyond which the server answers 503 with ``Retry-After``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     rate_limit: str | None = None
+    total_rate_limit: str | None = None
     max_concurrent_requests: int | None = Field(default=None, ge=1)
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "total_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str | None) -> str | None:
         return check_rate_limit(value)

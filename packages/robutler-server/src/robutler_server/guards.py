@@ -6,8 +6,8 @@ concurrency per agent, and the thread pool of synchronous tools.
 - A chat completion or response request with more than ``max_messages`` messages or
   ``max_tools`` tools is answered 400 (``param`` ``messages`` or ``tools``).
 - An agent's ``rate_limit`` (:class:`robutler_server.config.AgentLimits`) counts each
-  caller's requests to it (:mod:`robutler_server.ratelimit`); over it: 429 with
-  ``Retry-After``. The caller is the ``peer_user_id`` an ``on_connection`` hook set, else the
+  caller's requests to it, its ``total_rate_limit`` those of all callers together
+  (:mod:`robutler_server.ratelimit`); over either: 429 with ``Retry-After``. The caller is the ``peer_user_id`` an ``on_connection`` hook set, else the
   client's address; so the check runs as the agent's last ``on_connection`` hook
   (priority :data:`GUARD_PRIORITY`), after authentication.
 - An agent's ``max_concurrent_requests``: a request beyond it is answered 503 with
@@ -122,14 +122,19 @@ class Guards:
         limits = self.limits.get(name)
         if limits is None:
             return None
-        if limits.rate_limit:
+        if limits.rate_limit or limits.total_rate_limit:
             return self._rate_limited(context, limits, request.client)
         self._take_slot(context, limits)
         return None
 
     async def _rate_limited(self, context: Context, limits: AgentLimits, client: str) -> None:
         name = context.agent.name
-        await self.rate_limiter.hit(limits.rate_limit or "", name, context.peer_user_id or client)
+        if limits.rate_limit:
+            await self.rate_limiter.hit(limits.rate_limit, name, context.peer_user_id or client)
+        if limits.total_rate_limit:
+            await self.rate_limiter.hit(
+                limits.total_rate_limit, name, "", message=f"agent '{name}' is at its total rate limit of {{item}}"
+            )
         self._take_slot(context, limits)
 
     def _take_slot(self, context: Context, limits: AgentLimits) -> None:

@@ -51,16 +51,17 @@ class RateLimiter:
             parsed = self._parsed[limit] = parse_many(limit)
         return parsed
 
-    async def hit(self, limit: str, *key: str) -> None:
+    async def hit(self, limit: str, *key: str, message: str = "rate limit of {item} exceeded for this caller") -> None:
         """Count one request of ``key`` (e.g. agent name, caller) against each part of
         ``limit``, in order. Raises RateLimitError (429, ``retry_after``: whole seconds until
-        the window lets the next request in) at the first part that is exhausted."""
+        the window lets the next request in) at the first part that is exhausted; its message
+        is ``message`` (``{item}``: the exhausted limit) and the time to wait."""
         for item in self.items(limit):
             if not await self._strategy.hit(item, *key):
                 stats = await self._strategy.get_window_stats(item, *key)
                 retry_after = max(1, math.ceil(stats.reset_time - time.time()))
                 raise RateLimitError(
-                    f"rate limit of {item} exceeded for this caller; retry after {retry_after} s",
+                    f"{message.format(item=item)}; retry after {retry_after} s",
                     retry_after=retry_after,
                 )
 
