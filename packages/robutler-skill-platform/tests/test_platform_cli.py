@@ -105,11 +105,16 @@ async def test_serve_with_platform_serves_agents_and_the_platform_in_one_process
                 model="shop", messages=[{"role": "user", "content": "hi"}]
             )
         assert unpaid.value.status_code == 402
+        # the test model costs nothing: once the request has settled (after its last byte),
+        # the lock is back in the token
+        deadline = time.monotonic() + 30
+        while (balance := ok("platform", "balance", "--token", token, dsn=one_platform_dsn))["locked"] != "0.000000":
+            assert time.monotonic() < deadline, balance
+            time.sleep(0.2)
+        assert balance == {"balance": "1.000000", "locked": "0.000000"}
     finally:
         server.terminate()
         server.wait(timeout=30)
-    # the test model costs nothing: the lock went back to the token
-    assert ok("platform", "balance", "--token", token, dsn=one_platform_dsn) == {"balance": "1.000000", "locked": "0.000000"}
 
 
 async def test_platform_serve_serves_the_api(one_platform_dsn):
