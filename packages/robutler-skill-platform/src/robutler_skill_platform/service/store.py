@@ -372,7 +372,6 @@ class PlatformStore:
         *,
         max_depth: int = 2,
         ttl: float = 3600,
-        connection: asyncpg.Connection | None = None,
     ) -> dict[str, Any]:
         """A payment token for agent ``audience`` holding ``micros`` taken from the user's
         balance: ``{token, token_id, balance, audience, expires_at}``.
@@ -395,16 +394,35 @@ class PlatformStore:
             ttl,
         )
         async with self.database.acquire() as connection, connection.transaction():
-            await self._record_token(connection, claims, parent_id=None)
-            await self.transfer(
-                connection, "mint", {f"user:{user['id']}": -micros, f"token:{claims['jti']}": micros},
-                created_by=user["id"], token_id=claims["jti"],
+            return await self._issue(
+                connection, token, claims, micros, source=f"user:{user['id']}", kind="mint", created_by=user["id"]
             )
+
+    async def _issue(
+        self,
+        connection: asyncpg.Connection,
+        token: str,
+        claims: dict[str, Any],
+        micros: int,
+        *,
+        source: str,
+        kind: str,
+        created_by: str,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a signed payment token and fund it with ``micros`` from account ``source``
+        (in the caller's transaction); returns ``{token, token_id, balance, audience,
+        expires_at}``."""
+        await self._record_token(connection, claims, parent_id=parent_id)
+        await self.transfer(
+            connection, kind, {source: -micros, f"token:{claims['jti']}": micros},
+            created_by=created_by, token_id=claims["jti"],
+        )
         return {
             "token": token,
             "token_id": claims["jti"],
             "balance": to_dollars(micros),
-            "audience": audience,
+            "audience": claims["aud"],
             "expires_at": _iso(datetime.fromtimestamp(claims["exp"], timezone.utc)),
         }
 
@@ -665,21 +683,11 @@ class PlatformStore:
                 },
                 max(ttl, 1),
             )
-            await self._record_token(connection, child_claims, parent_id=claims["jti"])
-            await self.transfer(
-                connection, "delegate",
-                {f"token:{claims['jti']}": -micros, f"token:{child_claims['jti']}": micros},
-                created_by=caller["id"], token_id=child_claims["jti"],
+            issued = await self._issue(
+                connection, child, child_claims, micros, source=f"token:{claims['jti']}", kind="delegate",
+                created_by=caller["id"], parent_id=claims["jti"],
             )
-            return {
-                "token": child,
-                "token_id": child_claims["jti"],
-                "balance": to_dollars(micros),
-                "audience": delegate_to,
-                "expires_at": _iso(datetime.fromtimestamp(child_claims["exp"], timezone.utc)),
-                "depth": depth,
-                "max_depth": claims["payment"]["max_depth"],
-            }
+            return {**issued, "depth": depth, "max_depth": claims["payment"]["max_depth"]}
 
         request = {"op": "delegate", "parent": parent_token, "to": delegate_to, "amount": micros}
         return await self.idempotent(caller["id"], key, request, operation)
