@@ -154,3 +154,41 @@ async def test_the_mcp_route_answers_503_outside_the_apps_lifespan_and_works_aga
         with serve_in_thread(app) as url:
             names = await call(f"{url}/solo/mcp", lambda client: client.list_tools())
             assert [t.name for t in names.tools] == ["chat"]
+
+
+def test_serving_imports_the_mcp_sdk_only_at_the_first_mcp_request():
+    """create_app with the installed plugins (this package's register_routes among them) does
+    not import the SDK; the first request to /{agent}/mcp does, and is answered in full."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, urllib.request\n"
+        "from robutler_core import Agent\n"
+        "from robutler_server import create_app\n"
+        "from robutler_server.testing import serve_in_thread\n"
+        "app = create_app([Agent('solo', model='test')])\n"
+        "loaded = lambda: sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types')})\n"
+        "print(loaded())\n"
+        "with serve_in_thread(app) as url:\n"
+        "    urllib.request.urlopen(url + '/health').read()\n"
+        "    print(loaded())\n"
+        "    request = urllib.request.Request(url + '/solo/mcp', method='POST', data=json.dumps(\n"
+        "        {'jsonrpc': '2.0', 'id': 1, 'method': 'tools/list', 'params': {}}).encode(),\n"
+        "        headers={'content-type': 'application/json', 'accept': 'application/json, text/event-stream',\n"
+        "                 'mcp-protocol-version': '2025-06-18'})\n"
+        "    body = urllib.request.urlopen(request).read().decode()\n"
+        "    print(loaded(), 'chat' in body)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "[]", "['mcp', 'mcp_types'] True"]
+
+
+async def test_concurrent_first_requests_to_two_agents_are_all_answered():
+    app = create_app([Agent("solo", model="test"), Agent("duo", model="test")])
+    with serve_in_thread(app) as url:
+        results = await asyncio.gather(*(
+            call(f"{url}/{name}/mcp", lambda client: client.list_tools()) for name in ("solo", "duo") * 4
+        ))
+    assert [sorted(t.name for t in r.tools) for r in results] == [["chat"]] * 8

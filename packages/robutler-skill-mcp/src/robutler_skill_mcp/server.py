@@ -1,4 +1,6 @@
-"""Every agent of ``robutler serve`` as an MCP server at ``/{agent}/mcp`` (Streamable HTTP).
+"""Every agent of ``robutler serve`` as an MCP server at ``/{agent}/mcp`` (Streamable HTTP);
+the routes are mounted by :mod:`robutler_skill_mcp.routes`, which imports this module (and the
+SDK) at the first request.
 
 The server offers the agent's server-side tools that the caller's scope admits, each with its
 JSON schema, and a ``chat`` tool (``message: str``) that runs the agent and returns its answer.
@@ -13,15 +15,12 @@ workers can serve one agent.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import mcp_types
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.responses import JSONResponse
 from mcp.shared.exceptions import MCPError
 
 from robutler_core.errors import RobutlerError
@@ -39,66 +38,21 @@ _CHAT_SCHEMA: dict[str, Any] = {
 _headers: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("robutler_mcp_headers", default={})
 
 
-def mount_agents(app: Any, agents: Mapping[str, Agent]) -> contextlib.AbstractAsyncContextManager[None]:
-    """Add ``/{name}/mcp`` to ``app`` for each agent; returns the async context manager that
-    runs the SDK's session managers while the app serves (robutler-server's
-    ``register_routes``). It may be entered again after an exit (an app whose lifespan runs
-    more than once): each entry runs new session managers. Outside it, ``/{name}/mcp``
-    answers 503."""
-    lifetime = _Lifetime({name: agent_server(agent) for name, agent in agents.items()})
-    for name in agents:
-        app.add_route(f"/{name}/mcp", _Endpoint(lifetime, name), methods=["GET", "POST", "DELETE"])
-    return lifetime
+def session_manager(agent: Agent) -> StreamableHTTPSessionManager:
+    """A stateless session manager serving :func:`agent_server` for ``agent``; run it with its
+    ``run()`` (once) while it handles requests (:func:`handle_request`)."""
+    return StreamableHTTPSessionManager(app=agent_server(agent), stateless=True)
 
 
-class _Lifetime:
-    """Runs one stateless ``StreamableHTTPSessionManager`` per agent while entered (a
-    manager runs once: each entry makes new ones)."""
-
-    def __init__(self, servers: dict[str, Server[Any]]) -> None:
-        self.servers = servers
-        self._running: list[tuple[contextlib.AsyncExitStack, dict[str, StreamableHTTPSessionManager]]] = []
-
-    def manager(self, name: str) -> StreamableHTTPSessionManager | None:
-        return self._running[-1][1][name] if self._running else None
-
-    async def __aenter__(self) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            managers = {}
-            for name, server in self.servers.items():
-                managers[name] = StreamableHTTPSessionManager(app=server, stateless=True)
-                await stack.enter_async_context(managers[name].run())
-            self._running.append((stack.pop_all(), managers))
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        stack, _ = self._running.pop()
-        await stack.__aexit__(*exc_info)
-
-
-class _Endpoint:
-    """The ASGI endpoint of ``/{name}/mcp``: the request's headers in a context variable (the
-    SDK runs the handlers in tasks that inherit it), then the running session manager."""
-
-    def __init__(self, lifetime: _Lifetime, name: str) -> None:
-        self.lifetime = lifetime
-        self.name = name
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        manager = self.lifetime.manager(self.name)
-        if manager is None:
-            response = JSONResponse(
-                {"error": {"message": "the MCP server is not running (the app's lifespan has not started)",
-                           "type": "service_unavailable", "param": None, "code": None}},
-                status_code=503,
-            )
-            await response(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        token = _headers.set(headers)
-        try:
-            await manager.handle_request(scope, receive, send)
-        finally:
-            _headers.reset(token)
+async def handle_request(manager: StreamableHTTPSessionManager, scope: Any, receive: Any, send: Any) -> None:
+    """One HTTP request to ``manager``, with its headers in a context variable (the SDK runs the
+    handlers in tasks that inherit it), so the agent's hooks see them."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    token = _headers.set(headers)
+    try:
+        await manager.handle_request(scope, receive, send)
+    finally:
+        _headers.reset(token)
 
 
 def agent_server(agent: Agent) -> Server[Any]:
