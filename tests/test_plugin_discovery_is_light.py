@@ -14,8 +14,9 @@ def test_discovery_and_agent_construction_import_no_provider_sdk():
         "Agent('a', model='openai/gpt-4o-mini'); Agent('b', model='anthropic/claude-sonnet-4-6')\n"
         # asyncpg (about 50 ms) is imported by the memory package's modules; the SDKs, Milvus's
         # client, the embedded PostgreSQL and the embedding model (seconds each) are not; nor is
-        # the MCP SDK.
-        "heavy = ('openai', 'anthropic', 'litellm', 'fastapi', 'pymilvus', 'pgserver', 'torch', 'sentence_transformers', 'mcp')\n"
+        # the MCP SDK, nor the platform skills' HTTP client and JWT library.
+        "heavy = ('openai', 'anthropic', 'litellm', 'fastapi', 'pymilvus', 'pgserver', 'torch', 'sentence_transformers', 'mcp',\n"
+        "         'httpx', 'jwt')\n"
         "print(names, [m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout

@@ -26,7 +26,6 @@ import hashlib
 import time
 from typing import Any
 
-import jwt
 import pydantic
 
 from robutler_core import hook
@@ -86,6 +85,8 @@ class AuthSkill(PlatformSkill):
     async def _signing_key(self, kid: str | None) -> Any:
         """The platform's public key ``kid`` from its JWKS (fetched again, at most every 30 s,
         when the kid is unknown: the platform may have rotated its key)."""
+        import jwt  # here: discovering the installed skills at start-up need not import it (~30 ms)
+
         if kid not in self._jwks and time.monotonic() - self._jwks_fetched > 30:
             jwks = await self.platform().call("GET", "/api/auth/jwks")
             self._jwks = {key.get("kid"): jwt.PyJWK(key).key for key in jwks.get("keys", [])}
@@ -99,6 +100,8 @@ class AuthSkill(PlatformSkill):
     async def verify_owner_assertion(self, assertion: str, agent_name: str) -> dict[str, Any]:
         """The claims of an owner assertion for ``agent_name``; AuthenticationError (401)
         when it is malformed, not signed by the platform's key, expired or for another agent."""
+        import jwt
+
         try:
             kid = jwt.get_unverified_header(assertion).get("kid")
         except jwt.PyJWTError as exc:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 import pydantic
 
 from robutler_core import Skill
@@ -26,6 +25,9 @@ from robutler_core.errors import (
     RobutlerError,
     ServiceUnavailableError,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 _BY_STATUS: dict[int, type[RobutlerError]] = {
     400: BadRequestError,
@@ -71,7 +73,9 @@ class PlatformClient:
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
         self.url = url
         self.api_key = api_key
-        self._http = httpx.AsyncClient(base_url=url, timeout=timeout)
+        import httpx  # here: discovering the installed skills at start-up need not import it (~50 ms)
+
+        self._http: httpx.AsyncClient = httpx.AsyncClient(base_url=url, timeout=timeout)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -86,6 +90,8 @@ class PlatformClient:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """One call; its JSON answer, or the mapped error (see the module docstring)."""
+        import httpx
+
         headers = {}
         key = api_key or self.api_key
         if key:

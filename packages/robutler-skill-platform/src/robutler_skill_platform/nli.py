@@ -33,9 +33,9 @@ import json
 import logging
 import socket
 from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 import pydantic
 
 from robutler_core import tool
@@ -43,6 +43,9 @@ from robutler_core.errors import RobutlerError
 
 from .client import PlatformConfig, PlatformSkill
 from .money import to_dollars, to_micros
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +205,8 @@ class NLISkill(PlatformSkill):
 
     async def _ask(self, url: str, name: str, message: str, token: str) -> str:
         """The callee's answer to ``message`` (streamed chat completion); NLIError on errors."""
+        import httpx  # here: discovering the installed skills at start-up need not import it
+
         if self.http is None:
             self.http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout))
         headers = {"X-Payment-Token": token, "X-Origin-Agent": self.agent.name if self.agent else ""}
