@@ -5,6 +5,7 @@ What a request goes through (hooks, scopes, usage records, disconnect cancellati
 API: those tests run over both (``wire``)."""
 
 import threading
+import logging
 import time
 
 import httpx
@@ -277,12 +278,25 @@ def test_client_disconnect_cancels_the_model_and_finalizes_once(served, wire):
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("stream", [False, True])
-def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stream, wire):
+def test_client_hanging_up_before_the_first_chunk_cancels_the_model(served, stream, wire, caplog):
+    """The run is cancelled, finalize_connection runs once, the request is logged at INFO with
+    status 499 and counted as a client disconnect."""
     url, finalized, *_ = served
     STUCK.cancelled.clear()
     before = finalized.count("stuck")
+    disconnects = _disconnects(url)
     path, body = request(wire, "x", stream)
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/stuck/{path}", json=body, timeout=httpx.Timeout(5, read=0.5))
-    assert STUCK.cancelled.wait(5)
-    assert finalized_runs(finalized, "stuck", before) == 1
+    with caplog.at_level(logging.INFO, logger="robutler_server"):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/stuck/{path}", json=body, timeout=httpx.Timeout(5, read=0.5))
+        assert STUCK.cancelled.wait(5)
+        assert finalized_runs(finalized, "stuck", before) == 1
+    assert _disconnects(url) == disconnects + 1
+    assert any(r.levelno == logging.INFO and "client disconnected" in r.getMessage() for r in caplog.records)
+
+
+def _disconnects(url):
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith('robutler_client_disconnects_total{agent="stuck"}'):
+            return float(line.split()[-1])
+    return 0.0

@@ -17,35 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pluggy
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 
 from robutler_core import Agent, connect_agents
 from robutler_core.errors import BadRequestError, ConfigurationError, NotFoundError, RobutlerError
 from robutler_core.plugins import SkillRegistry, installed_skills
 
 from .config import AgentLimits, ServerConfig
-from .errors import install_error_handlers, internal_error, logger, sse_event
+from .errors import error_response, install_error_handlers, internal_error, logger, sse_event, validation_error
 from .dynamic import install_dynamic_agents
-from .guards import install_guards
-from .reload import AgentsReloader
-from .disconnect import until_disconnected
+from .front import Front
+from .guards import install_guards, too_large, with_cors
+from .disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected, until_disconnected
 from .metrics import Metrics
 from .observability import Observability
 from .http_routes import mount_http_routes
 from .openapi import install_openapi
 from .plugins import register_routes, server_plugins
 from .probes import DEFAULT_RETRY_INTERVAL, Readiness, install_probes
-from .responses import install_responses, model_header
-from .responses_store import MemoryResponseStore, ResponseStore
-from .schemas import ChatCompletionRequest
+from .schemas import ChatCompletionRequest, parse_chat_request
 
 RESERVED_NAMES = frozenset(
     {"health", "ready", "live", "metrics", "docs", "redoc", "openapi.json", "v1", "agents", "skills"}
@@ -59,7 +59,7 @@ def create_app(
     title: str = "Robutler",
     registry: SkillRegistry | None = None,
     plugins: pluggy.PluginManager | None = None,
-    response_store: ResponseStore | None = None,
+    response_store: Any = None,
     ready_retry_interval: float = DEFAULT_RETRY_INTERVAL,
     tracer_provider: Any = None,
     shutdown_timeout: float = 30.0,
@@ -98,9 +98,18 @@ def create_app(
     ``reload_agents_file`` the served agents are replaced by that file's when it changes or on
     SIGHUP (:mod:`robutler_server.reload`).
 
+    The chat-completions requests (``POST /{agent}/chat/completions``, ``POST
+    /v1/chat/completions``) are answered by the server's ASGI middleware
+    (:mod:`robutler_server.front`) before FastAPI's routing; their FastAPI routes document them
+    (``/openapi.json``).
+
     Raises ConfigurationError when two agents share a name, a name shadows a server route
     (:data:`RESERVED_NAMES`), or a handoff names an agent that is not served here.
     """
+    from .reload import AgentsReloader
+    from .responses import install_responses, model_header
+    from .responses_store import MemoryResponseStore
+
     by_name: dict[str, Agent] = {}
     for agent in agents:
         if agent.name in RESERVED_NAMES:
@@ -117,7 +126,7 @@ def create_app(
     plugin_contexts: list[contextlib.AbstractAsyncContextManager[Any]] = []
     readiness = Readiness(list(by_name.values()), ready_retry_interval)
     observability = Observability(Metrics(), _tracing(tracer_provider))
-    app = FastAPI(
+    app = RobutlerApp(
         title=title,
         lifespan=_lifespan(readiness, observability, shutdown_timeout, plugin_contexts),
     )
@@ -126,7 +135,6 @@ def create_app(
     install_error_handlers(app)
     server = server or ServerConfig()
     plugin_contexts.append(install_guards(app, by_name, server, limits or {}))
-    observability.install(app)
     install_probes(app, readiness)
     install_metrics_route(app, observability.metrics)
     for agent in by_name.values():
@@ -145,6 +153,18 @@ def create_app(
             reload_agents_file, by_name, registry=registry, reserved=RESERVED_NAMES, also_update=readiness.agents,
             prepare=[app.state.guards.attach, lambda agent, _limits: observability.instrument(agent)],
         ))
+
+    async def resolve_agent(name: str | None, *, as_model: bool = False) -> Agent:
+        """:func:`find_agent`, asking the ``resolve_agent`` hooks for a name not served yet."""
+        if name and name not in by_name and dynamic.impls and name not in RESERVED_NAMES and dynamic.get(name) is None:
+            await dynamic.resolve(name)
+        return find_agent(name, as_model=as_model)
+
+    chat = ChatEndpoint(resolve_agent, model_header, server.max_body_bytes)
+    app.front = lambda inner: Front(
+        inner, observability, max_body_bytes=server.max_body_bytes, sse_ping=server.sse_ping,
+        chat=with_cors(chat, server),
+    )
 
     def find_agent(name: str | None, *, as_model: bool = False) -> Agent:
         if not name:
@@ -191,8 +211,8 @@ def create_app(
         return model_object(agent)
 
     @app.post("/v1/chat/completions")
-    async def v1_chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        return await complete(find_agent(body.model, as_model=True), body, request)
+    async def v1_chat_completions(body: ChatCompletionRequest) -> Any:
+        return _Answer(chat, body)  # reached only without the front: see ChatEndpoint
 
     store = response_store if response_store is not None else MemoryResponseStore()
     plugin_contexts.append(store)
@@ -217,8 +237,8 @@ def create_app(
         return model_object(agent)
 
     @app.post("/{agent_name}/chat/completions")
-    async def chat_completions(agent_name: str, body: ChatCompletionRequest, request: Request) -> Any:
-        return await complete(find_agent(agent_name), body, request)
+    async def chat_completions(agent_name: str, body: ChatCompletionRequest) -> Any:
+        return _Answer(chat, body)  # reached only without the front: see ChatEndpoint
 
     return app
 
@@ -286,13 +306,11 @@ def _lifespan(
 
 
 def _tracing(tracer_provider: Any) -> Any:
-    """A :class:`robutler_server.tracing.Tracing` when the ``otel`` extra is installed (or a
-    provider is given), else ``None`` (and OpenTelemetry is not imported)."""
-    from .tracing import Tracing, extra_installed
+    """:func:`robutler_server.tracing.tracing_for`: a ``Tracing``, or ``None`` when no span
+    would be recorded."""
+    from .tracing import tracing_for
 
-    if tracer_provider is None and not extra_installed():
-        return None
-    return Tracing(tracer_provider)
+    return tracing_for(tracer_provider)
 
 
 def install_metrics_route(app: FastAPI, metrics: Metrics) -> None:
@@ -307,52 +325,172 @@ def install_metrics_route(app: FastAPI, metrics: Metrics) -> None:
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
 
-async def complete(agent: Agent, body: ChatCompletionRequest, request: Request) -> Any:
-    """Serve one chat-completions request; streaming answers are server-sent events.
+class RobutlerApp(FastAPI):
+    """A FastAPI app whose middleware stack sits behind the server's ASGI middleware
+    (``front``: the inner stack -> :class:`robutler_server.front.Front`), outermost."""
 
-    The Context carries the request's headers, so an ``on_connection`` hook can authenticate.
-    """
-    messages = body.messages_as_dicts()
-    tools = body.tools_as_dicts()
-    context = agent.new_context(
-        messages, tools, bool(body.stream), headers=dict(request.headers), **body.model_params()
-    )
-    if not body.stream:
-        completion = await until_disconnected(request, agent.run(messages, tools, context=context))
-        return JSONResponse(completion, headers=model_header(context))
-    stream = agent.run_streaming(messages, tools, context=context)
+    front: Callable[[Any], Any] | None = None
+
+    def build_middleware_stack(self) -> Any:
+        stack = super().build_middleware_stack()
+        return self.front(stack) if self.front is not None else stack
+
+
+class ChatEndpoint:
+    """``POST /{agent}/chat/completions`` and ``POST /v1/chat/completions`` as a plain ASGI
+    app (:mod:`robutler_server.front` calls it before FastAPI's routing): reads the body (413
+    past ``max_body_bytes``), parses and validates it once (:func:`parse_chat_request`: the
+    400 envelope of :func:`robutler_server.errors.validation_error`), finds the agent
+    (``resolve(name, as_model=...)``: 404, 503...) and answers (:meth:`complete`). Errors are
+    answered as the app's error handlers answer them (:mod:`robutler_server.errors`)."""
+
+    def __init__(self, resolve: Callable[..., Awaitable[Agent]], model_header: Callable[[Any], dict[str, str]],
+                 max_body_bytes: int) -> None:
+        self.resolve = resolve
+        self.model_header = model_header
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any,
+                       body: ChatCompletionRequest | None = None) -> None:
+        path: str = scope["path"]
+        v1 = path == "/v1/chat/completions"
+        try:
+            if body is None:
+                content = await _read_body(receive, self.max_body_bytes, scope)
+                try:
+                    body = parse_chat_request(content, _header(scope, b"content-type"))
+                except RequestValidationError as exc:
+                    raise validation_error(exc) from None
+            agent = await self.resolve(body.model if v1 else path[1:-17], as_model=v1)
+            await self.complete(agent, body, _Incoming(scope, receive), send)
+            return
+        except RobutlerError as exc:
+            response = error_response(exc)
+        except ClientDisconnected as exc:
+            logger.info("%s; its work was cancelled", exc)
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Exception as exc:
+            logger.exception("unhandled error on %s %s", scope["method"], path)
+            response = error_response(internal_error(exc), {"connection": "close"})
+        await response(scope, receive, send)
+
+    async def complete(self, agent: Agent, body: ChatCompletionRequest, request: Any, send: Any) -> None:
+        """Answer one chat-completions request; streaming answers are server-sent events.
+        Raises (before anything is sent) the request's errors.
+
+        The Context carries the request's headers, so an ``on_connection`` hook can authenticate.
+        """
+        messages, tools, params = body.split()
+        # the first of repeated headers, as Starlette's Headers give it
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
+        context = agent.new_context(messages, tools, body.stream, headers=headers, **params)
+        if not body.stream:
+            completion = await until_disconnected(request, agent.run(messages, tools, context=context))
+            content = json.dumps(completion, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
+                *_encoded(self.model_header(context)),
+            ]})
+            await send({"type": "http.response.body", "body": content})
+            return
+        stream = agent.run_streaming(messages, tools, context=context)
+        try:
+            # Pull the first chunk before answering, so that a failure before any output (auth,
+            # payment, a provider's 429) gets its own HTTP status rather than a 200 stream.
+            first = await until_disconnected(request, anext(stream))
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await stream.aclose()
+            raise
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"), *_encoded(self.model_header(context)),
+        ]})
+        await _send_events(stream, first, request, send)
+
+
+async def _send_events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None, request: Any,
+                       send: Any) -> None:
+    """SSE events, one write each: each chunk, then ``data: [DONE]``; an error mid-stream is a
+    last error event. A client that disconnects ends the stream (the agent's run is
+    cancelled, :func:`until_disconnected`): the response then just stops."""
     try:
-        # Pull the first chunk before answering, so that a failure before any output (auth,
-        # payment, a provider's 429) gets its own HTTP status rather than a 200 stream.
-        first = await until_disconnected(request, anext(stream))
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await stream.aclose()
-        raise
-    return StreamingResponse(
-        _events(stream, first),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **model_header(context)},
-    )
+        await until_disconnected(request, _write_events(stream, first, send))
+    except ClientDisconnected:
+        return
 
 
-async def _events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None) -> AsyncIterator[str]:
-    """SSE lines: each chunk, then ``data: [DONE]``; an error mid-stream is a last error event."""
+async def _write_events(stream: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None, send: Any) -> None:
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         try:
             if first is not None:
-                yield sse_event(first)
+                await send({"type": "http.response.body", "body": sse_event(first).encode(), "more_body": True})
             async for chunk in stream:
-                yield sse_event(chunk)
+                await send({"type": "http.response.body", "body": sse_event(chunk).encode(), "more_body": True})
         except RobutlerError as exc:
-            yield sse_event(exc.to_dict())
+            await send({"type": "http.response.body", "body": sse_event(exc.to_dict()).encode()})
             return
         except Exception as exc:
             logger.exception("error while streaming")
-            yield sse_event(internal_error(exc).to_dict())
+            await send({"type": "http.response.body", "body": sse_event(internal_error(exc).to_dict()).encode()})
             return
-    yield "data: [DONE]\n\n"
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+class _Incoming:
+    """A request's ``scope`` and ``receive``, as :func:`until_disconnected` needs them."""
+
+    __slots__ = ("scope", "receive")
+
+    def __init__(self, scope: dict[str, Any], receive: Any) -> None:
+        self.scope = scope
+        self.receive = receive
+
+
+class _Answer(Response):
+    """The chat endpoint's answer to a body FastAPI has already validated (the routes that
+    document the endpoint, reached only when the front does not answer first)."""
+
+    def __init__(self, endpoint: ChatEndpoint, body: ChatCompletionRequest) -> None:
+        self.endpoint = endpoint
+        self.body_model = body
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.endpoint(scope, receive, send, self.body_model)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _read_body(receive: Any, limit: int, scope: dict[str, Any]) -> bytes:
+    """The request's body; RequestTooLargeError (413) once it passes ``limit`` bytes,
+    ClientDisconnected when the client goes away first."""
+    parts: list[bytes] = []
+    read = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected(f"{scope['method']} {scope['path']}: the client disconnected")
+        chunk = message.get("body", b"")
+        read += len(chunk)
+        if read > limit:
+            raise too_large(None, limit)
+        if not message.get("more_body", False):
+            if not parts:
+                return chunk
+            parts.append(chunk)
+            return b"".join(parts)
+        parts.append(chunk)
 
 
 logging.getLogger("robutler_server").addHandler(logging.NullHandler())

@@ -1,53 +1,85 @@
 """Cancel a request's work when its client goes away.
 
-Once FastAPI has read a request's body, the next ASGI ``receive()`` returns only when the
-client disconnects (``{"type": "http.disconnect"}``). :func:`until_disconnected` races the
-agent's work against it, so a client that hangs up (a timeout, a closed tab) cancels the
-upstream model call; the agent's ``finalize_connection`` hooks still run once, on the way out
-of the cancelled run.
+Once a request's body has been read, the next ASGI ``receive()`` returns only when the client
+disconnects (``{"type": "http.disconnect"}``; uvicorn also returns it once the response is
+complete). :func:`until_disconnected` races the agent's work against it, so a client that hangs
+up (a timeout, a closed tab) cancels the upstream model call; the agent's
+``finalize_connection`` hooks still run once, on the way out of the cancelled run.
+
+Most requests end in well under a millisecond of work (a cached answer, the test model), and a
+watcher for those would cost more than the request (a task, ``asyncio.wait``, a ``receive``
+per request). So the work runs in the request's own task, and a watcher is armed only for work
+still running after :data:`WATCH_AFTER` seconds (one ``loop.call_later`` handle, cancelled at
+the end of fast work): a disconnect is noticed at most that much later than it happens.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
-from starlette.requests import Request
-
-from robutler_core.loop import wait_cancelled
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client went away (nginx's convention)."""
 
+WATCH_AFTER = 0.02
+"""Seconds of work after which a request starts watching for its client's disconnect."""
+
 
 class ClientDisconnected(Exception):
     """The client disconnected before the answer was ready; the work was cancelled."""
 
 
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """``await work``, unless the client disconnects first: then cancel it, wait for it to
-    finish unwinding, and raise :class:`ClientDisconnected`."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+class _Watch:
+    """The disconnect watch of one awaited piece of work in ``task``."""
+
+    __slots__ = ("receive", "task", "watcher", "disconnected")
+
+    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]], task: asyncio.Task[Any]) -> None:
+        self.receive = receive
+        self.task = task
+        self.watcher: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    def arm(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+        self.task.cancel()
+
+
+async def until_disconnected(request: Any, work: Awaitable[T]) -> T:
+    """``await work`` (in the calling task), unless the client disconnects first: then cancel
+    it, let it unwind (its ``finalize_connection`` included), and raise
+    :class:`ClientDisconnected`. ``request`` is anything with the ASGI ``scope`` and
+    ``receive`` of the request (a Starlette ``Request``), whose body has been read.
+
+    A cancellation from elsewhere (the server's shutdown deadline) propagates as it is."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Watch(request.receive, task)
+    handle = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.arm)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the server cancels the request (shutdown deadline)
-        task.cancel()
-        await wait_cancelled(task)  # its finalize_connection finishes before the request ends
-        raise
+        result = await work
+    except asyncio.CancelledError:
+        if not watch.disconnected or task.uncancel() > 0:  # also cancelled by someone else
+            raise
+        raise _disconnected(request) from None
     finally:
-        if not watcher.done():
-            watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientDisconnected(f"{request.method} {request.url.path}: the client disconnected")
+        handle.cancel()
+        if watch.watcher is not None and not watch.watcher.done():
+            watch.watcher.cancel()
+    if watch.disconnected:  # the work ended despite the cancellation
+        task.uncancel()
+        raise _disconnected(request)
+    return result
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+def _disconnected(request: Any) -> ClientDisconnected:
+    scope = request.scope
+    return ClientDisconnected(f"{scope.get('method')} {scope.get('path')}: the client disconnected")

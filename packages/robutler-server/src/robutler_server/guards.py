@@ -36,8 +36,6 @@ from robutler_core import Agent, Context
 from robutler_core.errors import BadRequestError, RobutlerError
 
 from .config import AgentLimits, ServerConfig
-from .errors import error_response
-from .keepalive import SSEKeepAlive
 from .ratelimit import RateLimiter, rate_limit_storage
 
 GUARD_PRIORITY = 1_000_000
@@ -168,53 +166,15 @@ class Guards:
         await self.rate_limiter.close()
 
 
-class GuardMiddleware:
-    """ASGI middleware: the body size limit, and what the limits' hook needs to know of the
-    request (the client's address, whether it asks a model)."""
-
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_body_bytes
-        length = _content_length(scope)
-        if length is not None and length > limit:
-            await error_response(_too_large(length, limit), {"connection": "close"})(scope, receive, send)
-            return
-        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            receive = _counting(receive, limit)
-        path = scope["path"]
-        client = scope.get("client")
-        limited = scope["method"] == "POST" and path.endswith(("/chat/completions", "/responses"))
-        token = _request.set(_RequestInfo(client[0] if client else "unknown", limited))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _request.reset(token)
-
-
-def _content_length(scope: dict[str, Any]) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _too_large(size: int | None, limit: int) -> RequestTooLargeError:
+def too_large(size: int | None, limit: int) -> RequestTooLargeError:
+    """The 413 for a body of ``size`` bytes (``None``: unknown, past ``limit`` so far)."""
     said = f"{size} bytes" if size is not None else f"more than {limit} bytes"
     return RequestTooLargeError(
         f"the request body ({said}) is larger than this server accepts ({limit} bytes: --max-body-bytes)"
     )
 
 
-def _counting(receive: Any, limit: int) -> Any:
+def counting(receive: Any, limit: int) -> Any:
     """``receive`` that raises 413 (an HTTPException, which FastAPI's body reading passes on)
     once the body read passes ``limit`` bytes."""
     read = 0
@@ -225,7 +185,7 @@ def _counting(receive: Any, limit: int) -> Any:
         if message["type"] == "http.request":
             read += len(message.get("body", b""))
             if read > limit:
-                raise HTTPException(413, _too_large(None, limit).message)
+                raise HTTPException(413, too_large(None, limit).message)
         return message
 
     return counted
@@ -235,20 +195,37 @@ def install_guards(
     app: Any, agents: Mapping[str, Agent], server: ServerConfig, limits: Mapping[str, AgentLimits]
 ) -> Guards:
     """Install the limits on ``app`` and its ``agents`` (:class:`Guards`, kept as
-    ``app.state.guards``), the SSE keep-alives (:mod:`robutler_server.keepalive`, every
-    ``server.sse_ping`` seconds; 0: none) and CORS for ``server.cors_origins`` (Starlette's
-    ``CORSMiddleware``: any method and header, the limits' and ids' headers exposed; no
-    origin by default). Returns the :class:`Guards`, to enter with the app's lifespan."""
+    ``app.state.guards``) and CORS for ``server.cors_origins`` (:func:`with_cors`). The body
+    size limit, the request facts the limits' hook reads (:func:`admitting`) and the SSE
+    keep-alives are applied by the server's ASGI middleware (:mod:`robutler_server.front`).
+    Returns the :class:`Guards`, to enter with the app's lifespan."""
     guards = Guards(server, limits)
     for agent in agents.values():
         guards.attach(agent)
-    app.add_middleware(GuardMiddleware, max_body_bytes=server.max_body_bytes)
-    if server.sse_ping > 0:
-        app.add_middleware(SSEKeepAlive, interval=server.sse_ping)
     if server.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["*"], allow_headers=["*"],
-            expose_headers=["retry-after", "x-request-id", "x-robutler-model"],
-        )
+        app.add_middleware(CORSMiddleware, **_cors_options(server))
     app.state.guards = guards
     return guards
+
+
+def with_cors(app: Any, server: ServerConfig) -> Any:
+    """``app`` behind Starlette's ``CORSMiddleware`` for ``server.cors_origins`` (any method
+    and header, the limits' and ids' headers exposed), or ``app`` itself when there are none."""
+    return CORSMiddleware(app, **_cors_options(server)) if server.cors_origins else app
+
+
+def _cors_options(server: ServerConfig) -> dict[str, Any]:
+    return {
+        "allow_origins": list(server.cors_origins), "allow_methods": ["*"], "allow_headers": ["*"],
+        "expose_headers": ["retry-after", "x-request-id", "x-robutler-model"],
+    }
+
+
+def admitting(client: str, limited: bool) -> contextvars.Token[_RequestInfo | None]:
+    """Tell the limits' hook about the current request: the client's address and whether it
+    asks a model (only those are limited); returns the token to reset."""
+    return _request.set(_RequestInfo(client, limited))
+
+
+def admitted(token: contextvars.Token[_RequestInfo | None]) -> None:
+    _request.reset(token)

@@ -82,14 +82,34 @@ class Metrics:
         self.tool_duration = Histogram("robutler_tool_duration_seconds", "Server-side tool call duration.",
                                        ["agent", "tool"], buckets=LATENCY_BUCKETS, registry=r)
 
+        self._agents: dict[str, AgentMetrics] = {}
+        self._models: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+    def agent(self, name: str) -> AgentMetrics:
+        """The request metrics of agent ``name``, their labelled children made once (a
+        ``labels()`` call takes a lock and builds a key: several per request add up)."""
+        found = self._agents.get(name)
+        if found is None:
+            found = self._agents[name] = AgentMetrics(self, name)
+        return found
+
     def model_call(self, agent: str, record: dict[str, Any]) -> None:
         """Count one model call from a ``kind="llm"`` usage record's ``metadata``
         (:meth:`robutler_core.Context.track_llm_usage`)."""
         model = str(record.get("model"))
-        self.model_calls.labels(agent, model).inc()
-        for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens"), ("cached", "cached_tokens")):
-            self.tokens.labels(agent, model, kind).inc(int(record.get(key) or 0))
-        self.cost.labels(agent, model).inc(float(record.get("cost_usd") or 0))
+        children = self._models.get((agent, model))
+        if children is None:
+            children = self._models[(agent, model)] = (
+                self.model_calls.labels(agent, model), self.tokens.labels(agent, model, "input"),
+                self.tokens.labels(agent, model, "output"), self.tokens.labels(agent, model, "cached"),
+                self.cost.labels(agent, model),
+            )
+        calls, tokens_in, tokens_out, tokens_cached, cost = children
+        calls.inc()
+        tokens_in.inc(int(record.get("prompt_tokens") or 0))
+        tokens_out.inc(int(record.get("completion_tokens") or 0))
+        tokens_cached.inc(int(record.get("cached_tokens") or 0))
+        cost.inc(float(record.get("cost_usd") or 0))
 
     def process_ended(self) -> None:
         """In multiprocess mode, drop this process's live gauges (``robutler_requests_in_flight``)
@@ -105,3 +125,27 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class AgentMetrics:
+    """One agent's labelled children of the request metrics (:meth:`Metrics.agent`)."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.metrics = metrics
+        self.name = name
+        self.in_flight = metrics.in_flight.labels(name)
+        self.first_token = metrics.first_token.labels(name)
+        self.disconnects = metrics.disconnects.labels(name)
+        self.duration = {stream: metrics.request_duration.labels(name, stream) for stream in ("true", "false")}
+        self._requests: dict[tuple[int, bool], Any] = {}
+
+    def ended(self, status: int, stream: bool, seconds: float) -> None:
+        """A request that was in flight ended with ``status`` after ``seconds``."""
+        counter = self._requests.get((status, stream))
+        if counter is None:
+            counter = self._requests[(status, stream)] = self.metrics.requests.labels(
+                self.name, str(status), "true" if stream else "false"
+            )
+        counter.inc()
+        self.duration["true" if stream else "false"].observe(seconds)
+        self.in_flight.dec()

@@ -1,9 +1,10 @@
-"""Request ids, metrics, traces and the access log of every request, in one ASGI middleware and
-a few lifecycle hooks registered on each served agent.
+"""Request ids, metrics, traces and the access log of every request: what the server's ASGI
+middleware (:mod:`robutler_server.front`) keeps of a request, and a few lifecycle hooks
+registered on each served agent.
 
 - ``X-Request-ID``: taken from the request (up to 128 printable ASCII characters) or generated
   (32 hex digits), echoed on the response and on every log line of the request
-  (:mod:`robutler_server.logs`), with asgi-correlation-id.
+  (:mod:`robutler_server.logs`), with asgi-correlation-id's ``correlation_id``.
 - Metrics (:mod:`robutler_server.metrics`) and spans (:mod:`robutler_server.tracing`, when
   enabled) of requests, model calls and tool calls.
 - A request whose client goes away before its answer ends (a stream cut off) is logged at INFO
@@ -22,13 +23,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
-
 from robutler_core import Agent, Context
 
-from .disconnect import CLIENT_CLOSED_REQUEST
-from .metrics import Metrics
+from .metrics import AgentMetrics, Metrics
 
 logger = logging.getLogger("robutler_server")
 
@@ -42,13 +39,14 @@ def valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and all(33 <= ord(c) < 127 for c in value)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestState:
     """What the middleware and the hooks know of one request."""
 
     start: float
-    start_ns: int
+    start_ns: int = 0  # with tracing only
     agent: str | None = None
+    metrics: AgentMetrics | None = None  # the agent's, once the request has found its agent
     span: Any = None
     token: Any = None
     first_chunk: bool = False
@@ -70,18 +68,14 @@ class Observability:
         self.in_flight = 0
         self._idle: asyncio.Event | None = None
 
-    def install(self, app: FastAPI) -> None:
-        """Add the middleware (the request id outermost) to ``app``."""
-        app.add_middleware(_Middleware, observability=self)
-        app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=valid_request_id)
-
     def agent_resolved(self, agent: Agent) -> None:
         """The current request is for ``agent`` (called when a route finds it)."""
         state = _current.get()
         if state is None or state.agent is not None:
             return
         state.agent = agent.name
-        self.metrics.in_flight.labels(agent.name).inc()
+        state.metrics = self.metrics.agent(agent.name)
+        state.metrics.in_flight.inc()
         if state.span is not None:
             self.tracing.name_request(state.span, agent.name)
 
@@ -155,73 +149,9 @@ class Observability:
         known = agent is not None and any(t.name == name for t in agent.tools_for_scope(context.auth_scope))
         return name if known else "unknown"
 
-    # -- middleware bookkeeping ----------------------------------------------------------------
-    def _enter(self) -> None:
-        self.in_flight += 1
-
+    # -- middleware bookkeeping (robutler_server.front) -----------------------------------------
     def _leave(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
             self._idle = None
-
-
-class _Middleware:
-    """Times each HTTP request, tracks its status, first body chunk and end (see the module)."""
-
-    def __init__(self, app: Any, observability: Observability) -> None:
-        self.app = app
-        self.obs = observability
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        obs = self.obs
-        state = RequestState(start=time.perf_counter(), start_ns=time.time_ns())
-        state.mark_ns = state.start_ns
-        if obs.tracing is not None:
-            state.span, state.token = obs.tracing.start_request(scope, state.start_ns)
-        reset = _current.set(state)
-        status, stream, finished = 500, False, False
-
-        async def observed_send(message: dict[str, Any]) -> None:
-            nonlocal status, stream, finished
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                stream = any(k == b"content-type" and v.startswith(b"text/event-stream")
-                             for k, v in message.get("headers", []))
-            elif message["type"] == "http.response.body":
-                if stream and not state.first_chunk and message.get("body") and state.agent:
-                    state.first_chunk = True
-                    obs.metrics.first_token.labels(state.agent).observe(time.perf_counter() - state.start)
-                if not message.get("more_body", False):
-                    finished = True
-            await send(message)
-
-        obs._enter()
-        cancelled = False
-        try:
-            await self.app(scope, receive, observed_send)
-        except asyncio.CancelledError:
-            # The server cut the request off (uvicorn, at the graceful-shutdown deadline): it has
-            # unwound (finalize_connection included); end it here rather than as a traceback.
-            cancelled = True
-        finally:
-            obs._leave()
-            _current.reset(reset)
-            if not finished and status < 400:  # the answer did not end
-                status = CLIENT_CLOSED_REQUEST
-                why = "cut off at the server's shutdown deadline" if cancelled else "the client disconnected"
-                logger.info("%s %s: %s before the answer ended (%d)",
-                            scope.get("method"), scope.get("path"), why, CLIENT_CLOSED_REQUEST)
-            if state.agent is not None:
-                labels = (state.agent, str(status).lower(), "true" if stream else "false")
-                m = obs.metrics
-                m.requests.labels(*labels).inc()
-                m.request_duration.labels(state.agent, labels[2]).observe(time.perf_counter() - state.start)
-                m.in_flight.labels(state.agent).dec()
-                if status == CLIENT_CLOSED_REQUEST:
-                    m.disconnects.labels(state.agent).inc()
-            if state.span is not None:
-                obs.tracing.end_request(state.span, state.token, status, time.time_ns())

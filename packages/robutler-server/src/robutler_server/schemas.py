@@ -10,6 +10,7 @@ them to the agent, whose answering LLM skill honours them or refuses them with a
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -321,6 +322,16 @@ class ChatCompletionRequest(_Strict):
     def _no_lone_surrogates(cls, data: Any) -> Any:
         return reject_lone_surrogates(cls.__name__, data)
 
+    def split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """``(messages, tools, model params)`` from one dump: :meth:`messages_as_dicts`,
+        :meth:`tools_as_dicts` and :meth:`model_params` at once."""
+        data = self.model_dump(exclude_none=True, by_alias=True)
+        messages = data.pop("messages")
+        tools = data.pop("tools", [])
+        for name in LOOP_FIELDS:
+            data.pop(name, None)
+        return messages, tools, data
+
     def messages_as_dicts(self) -> list[dict[str, Any]]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
 
@@ -332,3 +343,45 @@ class ChatCompletionRequest(_Strict):
         ones (``stream_options`` included) and unknown top-level fields, as sent. The agent
         passes each to its LLM skill, or refuses one the skill does not support."""
         return self.model_dump(exclude=set(LOOP_FIELDS), exclude_none=True, by_alias=True)
+
+
+def parse_chat_request(body: bytes, content_type: str | None) -> ChatCompletionRequest:
+    """The :class:`ChatCompletionRequest` of a request's ``body``, read as FastAPI reads a JSON
+    body: an empty body is a missing one, JSON when ``content_type`` is absent,
+    ``application/json`` or ``application/*+json``, else the raw bytes (which are not an
+    object). Raises ``fastapi.exceptions.RequestValidationError`` (locations under ``body``),
+    which :func:`robutler_server.errors.validation_error` turns into the 400 envelope."""
+    from fastapi.exceptions import RequestValidationError
+
+    data: Any = None
+    if body:
+        if _is_json(content_type):
+            try:
+                data = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise RequestValidationError(
+                    [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                      "input": {}, "ctx": {"error": exc.msg}}], body=exc.doc,
+                ) from None
+            except UnicodeDecodeError as exc:  # not UTF-8 (nor -16, -32)
+                raise RequestValidationError(
+                    [{"type": "json_invalid", "loc": ("body", exc.start), "msg": "JSON decode error",
+                      "input": {}, "ctx": {"error": f"not Unicode text ({exc.reason} at byte {exc.start})"}}],
+                ) from None
+        else:
+            data = body
+    if data is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        return ChatCompletionRequest.model_validate(data, from_attributes=True)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=data) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    main, _, sub = kind.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))

@@ -39,6 +39,23 @@ def extra_installed() -> bool:
     return True
 
 
+def tracing_for(tracer_provider: Any = None) -> Tracing | None:
+    """The server's :class:`Tracing`, or ``None`` when no span would be recorded: the extra is
+    not installed (OpenTelemetry is then not imported), or no ``tracer_provider`` is given and
+    the global one is still OpenTelemetry's placeholder (no SDK provider installed, as
+    :func:`configure_from_environment` or an embedding application installs one). Decided once
+    when the app is made (:func:`robutler_server.create_app`): without tracing a request makes
+    no OpenTelemetry call at all, so install the global provider before making the app."""
+    if tracer_provider is None:
+        if not extra_installed():
+            return None
+        from opentelemetry import trace
+
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            return None
+    return Tracing(tracer_provider)
+
+
 def configure_from_environment() -> None:
     """Install the SDK's tracer provider, its resource from ``OTEL_SERVICE_NAME`` /
     ``OTEL_RESOURCE_ATTRIBUTES`` (service name ``robutler`` by default), exporting as
