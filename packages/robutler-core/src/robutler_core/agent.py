@@ -141,6 +141,7 @@ class Agent:
         self._pm = LifecyclePluginManager()
         self._init_lock = asyncio.Lock()
         self._initialized: dict[int, Skill] = {}  # id -> skill, the ones initialize() set up
+        self._ready = False  # every skill of all_skills() initialised (reset by additions, close)
 
         self.skills: dict[str, Skill] = {}
         try:
@@ -225,6 +226,7 @@ class Agent:
             )
         skill.agent = self
         self.skills[skill_name] = skill
+        self._ready = False
         self._pm.add(skill, name=skill_name)
         for attribute, member in _marked_members(type(skill)):
             if hasattr(member, TOOL_MARKER):
@@ -334,6 +336,7 @@ class Agent:
             tools = dict(self._tools)
             tools[built.name] = (built, source)
             self._tools = tools  # copy on write: requests iterate a stable snapshot
+            self._ready = False  # a model handoff may bring an LLM skill to initialise
 
     def register_hook(
         self,
@@ -484,20 +487,45 @@ class Agent:
         """The frame of every request to the agent (chat completion, ``@http`` call, info):
         ``context`` becomes the current Context, the skills are initialised, the
         ``on_connection`` hooks run and the agent's scope is checked (PermissionDeniedError,
-        403) on entry; ``finalize_connection`` runs on exit, whatever happened."""
+        403) on entry; ``finalize_connection`` runs on exit, whatever happened.
+        (:meth:`open_connection` and :meth:`close_connection` without a context manager.)"""
+        token = await self.open_connection(context)
+        try:
+            yield context
+        finally:
+            await self.close_connection(context, token)
+
+    async def open_connection(self, context: Context) -> Any:
+        """Enter :meth:`connection`'s frame; returns the token to pass to :meth:`close_connection`,
+        which must follow whatever happens. When an ``on_connection`` hook or the scope check
+        fails, the frame is closed (``finalize_connection`` included) before the error is raised."""
         token = _current_context.set(context)
         try:
             await self.initialize()
-            try:
-                await self.dispatch("on_connection", context)
-                self.check_access(context)
-                yield context
-            finally:
-                # Not cut short by a cancellation (a client gone, a shutdown deadline): the hooks
-                # run to their end in their own task, then the cancellation goes on.
-                finalize = asyncio.ensure_future(self.dispatch("finalize_connection", context))
-                await wait_cancelled(finalize)
-                finalize.result()
+        except BaseException:
+            _current_context.reset(token)
+            raise
+        try:
+            await self.dispatch("on_connection", context)
+            self.check_access(context)
+        except BaseException:
+            await self.close_connection(context, token)
+            raise
+        return token
+
+    async def close_connection(self, context: Context, token: Any) -> None:
+        """Leave :meth:`connection`'s frame: the ``finalize_connection`` hooks, then the previous
+        current Context. The hooks are not cut short by a cancellation (a client gone, a
+        shutdown deadline): when one of them may suspend they run to their end in their own
+        task, then the cancellation goes on; plain synchronous hooks run in the caller's task,
+        where no cancellation can reach them."""
+        try:
+            if not self._pm.may_suspend("finalize_connection"):
+                await self.dispatch("finalize_connection", context)
+                return
+            finalize = asyncio.ensure_future(self.dispatch("finalize_connection", context))
+            await wait_cancelled(finalize)
+            finalize.result()
         finally:
             _current_context.reset(token)
 
@@ -527,13 +555,17 @@ class Agent:
         skill). Each request calls it; a server calls it at start-up, so that slow imports
         and connections happen there. A skill's exception propagates (the skill stays
         uninitialised, so the next call tries again)."""
+        if self._ready:  # nothing added or closed since every skill was initialised
+            return
         if all(id(skill) in self._initialized for skill in self.all_skills()):
+            self._ready = True
             return
         async with self._init_lock:
             for skill in self.all_skills():
                 if id(skill) not in self._initialized:
                     await skill.initialize(self)
                     self._initialized[id(skill)] = skill
+            self._ready = True
 
     async def close(self) -> None:
         """``Skill.close()`` of every skill of :meth:`all_skills`, each once, in reverse order;
@@ -546,6 +578,7 @@ class Agent:
                 except Exception:
                     logger.exception("agent '%s': closing skill %s failed", self.name, type(skill).__name__)
             self._initialized = {}
+            self._ready = False
 
     def check_configuration(self) -> list[str]:
         """Problems that keep the agent from working, one line each (empty when fine): every

@@ -130,6 +130,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
         self._sorted: dict[str, list[tuple[pluggy.HookImpl, int, frozenset[str] | None]]] = {}
         # event -> what dispatch calls, in order: (function, argument names, scope, hookimpl)
         self._plans: dict[str, tuple[tuple[Callable[..., Any], tuple[str, ...], frozenset[str] | None, pluggy.HookImpl], ...]] = {}
+        self._suspends: dict[str, bool] = {}  # by event: whether a hook may suspend (is not plain sync)
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         if isinstance(plugin, RuntimeHook):
@@ -151,7 +152,7 @@ class LifecyclePluginManager(pluggy.PluginManager):
                     f"{name}: {exc}; lifecycle events are: {', '.join(LIFECYCLE_EVENTS)}"
                 ) from None
             self._sequence[id(plugin)] = (next(self._order), declared.order)
-            self._plans, self._sorted = {}, {}
+            self._plans, self._sorted, self._suspends = {}, {}, {}
 
     def _class_hooks(self, cls: type) -> _ClassHooks:
         """The :class:`_ClassHooks` of ``cls`` (cached; computing it twice is harmless)."""
@@ -213,12 +214,24 @@ class LifecyclePluginManager(pluggy.PluginManager):
             impls = [(impl, *_impl_options(impl)) for impl in getattr(self.hook, event).get_hookimpls()]
             impls.sort(key=lambda entry: (entry[1], *self._registration(entry[0])))
             self._sorted[event] = impls
-            self._plans[event] = tuple(
+            plan = tuple(
                 (impl.plugin.function, impl.plugin.argnames, scope, impl)
                 if isinstance(impl.plugin, RuntimeHook) else (impl.function, tuple(impl.argnames), scope, impl)
                 for impl, _priority, scope in impls
             )
+            self._suspends[event] = not all(_plain_sync(function) for function, *_ in plan)
+            self._plans[event] = plan
             return impls
+
+    def may_suspend(self, event: str) -> bool:
+        """Whether a dispatch of ``event`` may suspend (give the event loop a turn, where a
+        cancellation can reach it): some hook is not a plain synchronous function or method.
+        A synchronous hook that returns an awaitable counts as synchronous."""
+        suspends = self._suspends.get(event)
+        while suspends is None:
+            self.hookimpls(event)
+            suspends = self._suspends.get(event)
+        return suspends
 
     def _registration(self, impl: pluggy.HookImpl) -> tuple[int, int]:
         """(the plugin's place among the plugins, the method's place in its class)."""
@@ -256,6 +269,13 @@ class LifecyclePluginManager(pluggy.PluginManager):
             if replaceable is not None and result is not None and result is not context:
                 payload[replaceable] = arguments[replaceable] = result
         return payload.get(replaceable) if replaceable is not None else None
+
+
+def _plain_sync(function: Any) -> bool:
+    """A plain function or bound method that is not a coroutine or async generator function."""
+    if not (inspect.isfunction(function) or inspect.ismethod(function)):
+        return False
+    return not (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function))
 
 
 def _impl_options(impl: pluggy.HookImpl) -> tuple[int, frozenset[str] | None]:

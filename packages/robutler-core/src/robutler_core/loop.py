@@ -72,21 +72,31 @@ class ToolLoop:
         """Run the whole request lifecycle with ``context`` as the current Context; returns
         the final ``chat.completion``. ``emit`` receives each chunk when streaming."""
         agent = self.agent
-        async with agent.connection(context):
-            deadline = asyncio.timeout(agent.request_timeout)
+        token = await agent.open_connection(context)
+        try:
+            # The request_timeout: one timer handle that cancels this task (what asyncio.timeout
+            # does, without its context manager's cost on every request).
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            deadline = _Deadline(task)
+            handle = asyncio.get_running_loop().call_later(agent.request_timeout, deadline.expire)
             try:
-                async with deadline:
-                    for i, message in enumerate(context.messages):
-                        context.messages[i] = await agent.dispatch("on_message", context, message=message)
-                    context.transcript = list(context.messages)
-                    return await self._run_turns(context, emit)
-            except TimeoutError:
-                if not deadline.expired():
+                for i, message in enumerate(context.messages):
+                    context.messages[i] = await agent.dispatch("on_message", context, message=message)
+                context.transcript = list(context.messages)
+                return await self._run_turns(context, emit)
+            except asyncio.CancelledError:
+                if not deadline.expired or task.uncancel() > cancelling:
                     raise
                 raise UpstreamTimeoutError(
                     f"agent '{agent.name}' did not answer within its request_timeout of "
                     f"{agent.request_timeout:g} s", code="request_timeout",
                 ) from None
+            finally:
+                handle.cancel()
+        finally:
+            await agent.close_connection(context, token)
 
     async def stream(self, context: Context) -> AsyncIterator[dict[str, Any]]:
         """Serve a request as ``chat.completion.chunk`` dicts.
@@ -313,6 +323,20 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
+
+
+class _Deadline:
+    """Cancels ``task`` when the request's time is up (a ``loop.call_later`` callback)."""
+
+    __slots__ = ("task", "expired")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
 
 
 class _End:
