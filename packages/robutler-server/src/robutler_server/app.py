@@ -140,8 +140,7 @@ def create_app(
     for agent in by_name.values():
         observability.instrument(agent)
     install_openapi(app)
-    for agent in by_name.values():
-        mount_http_routes(app, agent)
+    mount_http_routes(app, by_name, lambda name: by_name.get(name) or app.state.dynamic_agents.get(name))
     plugin_contexts.extend(register_routes(plugins or server_plugins(), app, by_name))
     dynamic = install_dynamic_agents(
         app, plugins or server_plugins(), by_name, ttl=server.agent_cache_ttl, size=server.agent_cache_size,
@@ -335,6 +334,21 @@ class RobutlerApp(FastAPI):
         stack = super().build_middleware_stack()
         return self.front(stack) if self.front is not None else stack
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """HTTP requests go straight to the middleware stack (Starlette's ``__call__``), past
+        FastAPI's own OpenTelemetry instrumentation, which would check the tracer and meter
+        providers per request and add a second span to the request's own
+        (:mod:`robutler_server.tracing`); the rest (lifespan, websockets) goes through FastAPI."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
+
 
 class ChatEndpoint:
     """``POST /{agent}/chat/completions`` and ``POST /v1/chat/completions`` as a plain ASGI
@@ -386,7 +400,7 @@ class ChatEndpoint:
         context = agent.new_context(messages, tools, body.stream, headers=headers, **params)
         if not body.stream:
             completion = await until_disconnected(request, agent.run(messages, tools, context=context))
-            content = json.dumps(completion, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            content = _JSON.encode(completion).encode()
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
                 *_encoded(self.model_header(context)),
@@ -436,6 +450,11 @@ async def _write_events(stream: AsyncIterator[dict[str, Any]], first: dict[str, 
             await send({"type": "http.response.body", "body": sse_event(internal_error(exc).to_dict()).encode()})
             return
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""What Starlette's ``JSONResponse`` writes, with one encoder (``json.dumps`` with options
+builds one per call)."""
 
 
 class _Incoming:
