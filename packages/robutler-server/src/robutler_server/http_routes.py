@@ -1,4 +1,10 @@
-"""Mount an agent's ``@http`` handlers on the app, under ``/{agent}{path}``.
+"""An agent's ``@http`` handlers, served under ``/{agent}{path}``.
+
+One route of the app (:class:`AgentHttpRoutes`) serves the handlers of every agent: at each
+request it looks the agent up by the path's first segment among the agents served *now*, so the
+agents of a reloaded agents file (:mod:`robutler_server.reload`) and those a plugin's
+``resolve_agent`` hook finds (:mod:`robutler_server.dynamic`) are served as the ones the server
+started with, and an agent that a reload replaced is no longer called.
 
 FastAPI reads the handler's signature as it reads any endpoint's: path parameters by name,
 scalars from the query string, ``dict``/pydantic parameters from the JSON body, a parameter
@@ -10,9 +16,13 @@ from __future__ import annotations
 
 import inspect
 import typing
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from robutler_core import Agent
 from robutler_core.agent import HttpRoute
@@ -20,25 +30,98 @@ from robutler_core.errors import ConfigurationError
 from robutler_core.scopes import scope_admits
 
 _REQUEST = "_robutler_request"
+_MATCHED = "robutler.http_route"
+"""Scope key: the agent's route :class:`AgentHttpRoutes` matched."""
+
+_compiled: weakref.WeakKeyDictionary[Agent, list[_AgentRoute]] = weakref.WeakKeyDictionary()
 
 
-def mount_http_routes(app: FastAPI, agent: Agent) -> None:
-    """Add a FastAPI route for each of ``agent.http_routes``.
+def mount_http_routes(app: FastAPI, agents: dict[str, Agent], find: Callable[[str], Agent | None]) -> AgentHttpRoutes:
+    """Serve the ``@http`` handlers of the agents ``find(name)`` returns (``None``: no such
+    agent now) with one route of ``app``, added here (so before the routes added after this
+    call: an agent's own paths take precedence over the server's generic ``/{agent}/...``
+    routes).
 
-    Only routes that everyone may call (the agent's and the route's scope admit ``all``) are
-    in the OpenAPI document: ``/openapi.json`` is public, and must not name an owner-only
-    agent or route to anyone who asks.
+    The handlers of ``agents`` (those the server starts with) are checked now (raises
+    ConfigurationError naming the agent and the handler whose type hints cannot be read) and
+    documented in ``/openapi.json`` when everyone may call them (the agent's and the route's
+    scope admit ``all``: the document is public and must not name an owner-only agent or route).
     """
-    public_agent = scope_admits(agent.scope, "all")
-    for route in agent.http_routes:
-        app.add_api_route(
+    for agent in agents.values():
+        public_agent = scope_admits(agent.scope, "all")
+        for route in agent_routes(agent):
+            route.include_in_schema = public_agent and scope_admits(route.http_route.scope, "all")
+            app.router.routes.append(route)  # documented only: they never match (AgentHttpRoutes does)
+    dispatcher = AgentHttpRoutes(find)
+    app.router.routes.append(dispatcher)
+    return dispatcher
+
+
+def agent_routes(agent: Agent) -> list[_AgentRoute]:
+    """The FastAPI routes of ``agent.http_routes`` (made once per agent). Raises
+    ConfigurationError naming the agent and the handler when a handler's type hints cannot be
+    read."""
+    routes = _compiled.get(agent)
+    if routes is None:
+        routes = _compiled[agent] = [_AgentRoute(agent, route) for route in agent.http_routes]
+    return routes
+
+
+class AgentHttpRoutes(BaseRoute):
+    """The route serving every agent's ``@http`` handlers (see the module): it matches a
+    request whose path's first segment names an agent ``find`` returns and whose path and
+    method one of that agent's handlers takes (a path with another method is a partial match:
+    405 unless another route takes it)."""
+
+    path = path_format = "/{agent}/{path:path}"
+    """What it serves, for tools that list ``app.routes`` (it matches only the agents' paths)."""
+
+    def __init__(self, find: Callable[[str], Agent | None]) -> None:
+        self.find = find
+
+    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        path: str = scope["path"]
+        end = path.find("/", 1)
+        if end < 0:
+            return Match.NONE, {}
+        agent = self.find(path[1:end])
+        if agent is None or not agent.http_routes:
+            return Match.NONE, {}
+        partial: tuple[Match, dict[str, Any]] | None = None
+        for route in agent_routes(agent):
+            match, child_scope = APIRoute.matches(route, scope)
+            if match is Match.FULL:
+                return match, {**child_scope, _MATCHED: route}
+            if match is Match.PARTIAL and partial is None:
+                partial = match, {**child_scope, _MATCHED: route}
+        return partial or (Match.NONE, {})
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await scope[_MATCHED].handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+
+class _AgentRoute(APIRoute):
+    """One ``@http`` handler of one agent as a FastAPI route. It matches only through
+    :class:`AgentHttpRoutes`, which finds the agent first; in ``app.routes`` it only documents
+    the handler."""
+
+    def __init__(self, agent: Agent, route: HttpRoute) -> None:
+        super().__init__(
             f"/{agent.name}{route.path}",
             _endpoint(agent, route),
             methods=[route.method.upper()],
             name=f"{agent.name}:{route.method}:{route.path}",
             summary=(inspect.getdoc(route.func) or "").split("\n", 1)[0] or None,
-            include_in_schema=public_agent and scope_admits(route.scope, "all"),
         )
+        self.http_route = route
+
+    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+        return Match.NONE, {}
 
 
 def _endpoint(agent: Agent, route: HttpRoute) -> Any:
