@@ -15,7 +15,7 @@ import types
 import httpx
 import pytest
 
-from robutler_core import Agent, hookimpl
+from robutler_core import Agent, Skill, hookimpl, http
 from robutler_core.plugins import get_plugin_manager
 from robutler_server import create_app
 from robutler_server.config import ServerConfig
@@ -320,3 +320,111 @@ def test_the_body_limit_applies_before_the_v1_routes_read_the_model():
         assert response.status_code == 413
         assert "500 bytes" in response.json()["error"]["message"]
         assert tenants.lookups == []
+
+
+# --- @http handlers of agents that arrive after start-up -------------------------------------------
+
+
+class Greeter(Skill):
+    """An @http handler: GET /{agent}/hello?name=... greets with the configured greeting."""
+
+    @http("/hello")
+    def hello(self, name: str = "world") -> dict:
+        return {"greeting": f"{self.config.get('greeting', 'hello')}, {name}"}
+
+
+class Unreadable(Skill):
+    @http("/broken")
+    def broken(self, item: "NoSuchType") -> dict:  # noqa: F821 - the hint cannot be resolved
+        return {}
+
+
+class GreetingTenants:
+    """resolve_agent: ``tenant-*`` agents with a Greeter greeting with their own name; ``bad-*``
+    agents with an @http handler whose type hints cannot be read."""
+
+    @hookimpl
+    def resolve_agent(self, name):
+        if name.startswith("tenant-"):
+            return Agent(name, model="test", skills={"greeter": Greeter({"greeting": name})})
+        if name.startswith("bad-"):
+            return Agent(name, model="test", skills={"unreadable": Unreadable()})
+        return None
+
+
+def test_a_resolved_agents_http_handlers_are_served():
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(GreetingTenants()))
+    with serve_in_thread(app) as base:
+        response = httpx.get(f"{base}/tenant-a/hello", params={"name": "bo"})
+        assert response.status_code == 200 and response.json() == {"greeting": "tenant-a, bo"}
+        assert httpx.get(f"{base}/tenant-b/hello").json() == {"greeting": "tenant-b, world"}
+        assert httpx.post(f"{base}/tenant-a/hello").status_code == 405
+        assert httpx.get(f"{base}/tenant-a/nothing").status_code == 404
+        assert httpx.get(f"{base}/tenant-a/models").json()["data"][0]["id"] == "tenant-a"  # generic routes too
+        assert httpx.get(f"{base}/nobody/hello").status_code == 404
+        assert httpx.get(f"{base}/static/hello").status_code == 404  # another agent's handler is not its own
+        broken = httpx.get(f"{base}/bad-x/broken", params={"item": "1"})
+        assert broken.status_code == 503 and broken.json()["error"]["code"] == "agent_directory_unavailable"
+
+
+def _registry():
+    from robutler_core.plugins import SkillRegistry
+
+    registry = SkillRegistry.from_plugin_manager(get_plugin_manager(load_entry_points=False))
+    registry.add(Greeter, name="greeter")
+    registry.add(Unreadable, name="unreadable")
+    return registry
+
+
+def _until(check, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_reload_serves_the_new_agents_http_handlers_and_keeps_the_server_settings(tmp_path, caplog):
+    from robutler_server.config import load_agents_file
+
+    registry = _registry()
+    agents_file = tmp_path / "agents.yaml"
+    write(agents_file, "agents:\n  - name: first\n    model: test\n    skills: {greeter: {greeting: hi}}\n"
+                       "server:\n  max_body_bytes: 100000\n")
+    loaded = load_agents_file(agents_file, registry)
+    app = create_app(loaded.agents, registry=registry, limits=loaded.limits, server=loaded.server,
+                     reload_agents_file=agents_file, plugins=plugins_with())
+    with serve_in_thread(app) as base:
+        assert httpx.get(f"{base}/first/hello", params={"name": "ann"}).json() == {"greeting": "hi, ann"}
+        time.sleep(0.3)  # the watcher has started
+        write(agents_file, textwrap.dedent("""\
+            agents:
+              - name: first
+                model: test
+                skills: {greeter: {greeting: hey}}
+              - name: second
+                model: test
+                skills: {greeter: {}}
+            server:
+              max_body_bytes: 200
+              sse_ping: 5
+        """))
+        _until(lambda: httpx.get(f"{base}/second/hello").status_code == 200)
+        assert httpx.get(f"{base}/second/hello", params={"name": "cy"}).json() == {"greeting": "hello, cy"}
+        # the agent that replaced 'first' answers, not the one the server started with
+        assert httpx.get(f"{base}/first/hello").json() == {"greeting": "hey, world"}
+        changed = [r for r in caplog.records if "server settings changed" in r.getMessage()]
+        assert len(changed) == 1 and changed[0].levelname == "WARNING"
+        assert "(max_body_bytes, sse_ping)" in changed[0].getMessage()
+        # the body limit in effect is still the start-up one
+        long = [{"role": "user", "content": "x" * 1000}]
+        assert httpx.post(f"{base}/second/chat/completions", json={"messages": long}).status_code == 200
+
+        write(agents_file, "agents:\n  - name: third\n    model: test\n    skills: {unreadable: {}}\n")
+        _until(lambda: any("refused" in r.getMessage() and "NoSuchType" in r.getMessage() for r in caplog.records))
+        assert httpx.get(f"{base}/first/hello").status_code == 200  # the refused file changed nothing
+
+        write(agents_file, "agents:\n  - name: second\n    model: test\n    skills: {greeter: {greeting: yo}}\n"
+                           "server:\n  max_body_bytes: 100000\n")
+        _until(lambda: httpx.get(f"{base}/first/hello").status_code == 404)  # gone with its agent
+        assert httpx.get(f"{base}/second/hello").json() == {"greeting": "yo, world"}
+    assert len([r for r in caplog.records if "server settings changed" in r.getMessage()]) == 1

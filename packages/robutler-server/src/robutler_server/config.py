@@ -227,6 +227,18 @@ def load_agents_file(path: str | Path, registry: SkillRegistry | None = None) ->
     return LoadedAgents(agents, limits, parsed.server)
 
 
+def read_server_section(path: str | Path) -> ServerConfig | None:
+    """The ``server:`` section of the agents file at ``path`` (defaults when it has none);
+    ``None`` when the file cannot be read or its section is invalid (:func:`load_agents_file`
+    reports why)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        section = data.get("server") if isinstance(data, dict) else None
+        return ServerConfig.model_validate(section or {})
+    except (OSError, yaml.YAMLError, ValidationError):
+        return None
+
+
 def build_agent(config: AgentConfig, registry: SkillRegistry, source: str = "config") -> Agent:
     """An Agent from its declaration, creating its skills through the registry by name.
 

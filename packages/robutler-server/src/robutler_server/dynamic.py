@@ -18,8 +18,8 @@ agent returned is served. A found agent is kept for ``agent_cache_ttl`` seconds,
 remembered as unknown for the same time. An agent that leaves the cache is closed once its
 requests in flight have ended. Dynamic agents are served by the generic routes and are subject
 to the server's limits (without a ``rate_limit`` or ``max_concurrent_requests`` of their own);
-their ``@http`` routes and the routes plugins add per agent exist only for the agents the server
-started with.
+their ``@http`` handlers are served as the agents file's are (:mod:`robutler_server.http_routes`;
+an agent whose handlers' type hints cannot be read is a wrong answer: 503).
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from robutler_core import Agent
-from robutler_core.errors import RobutlerError
+from robutler_core.errors import ConfigurationError, RobutlerError
 from robutler_core.tools import await_me_maybe
 
 from .errors import error_response
+from .http_routes import agent_routes
 from .plugins import with_server_specs
 from .retiring import Retiring
 
@@ -131,6 +132,12 @@ class DynamicAgents:
                 logger.error("plugin '%s' resolve_agent('%s') returned %r, not an Agent named '%s'",
                              impl.plugin_name, name, agent, name)
                 raise AgentDirectoryError(f"agent '{name}' cannot be looked up now; retry later")
+            try:
+                agent_routes(agent)
+            except ConfigurationError as exc:
+                logger.error("plugin '%s' resolve_agent('%s') returned an agent that cannot be served: %s",
+                             impl.plugin_name, name, exc.message)
+                raise AgentDirectoryError(f"agent '{name}' cannot be looked up now; retry later") from None
             for prepare in self.prepare:
                 prepare(agent)
             self.retiring.track(agent)

@@ -9,9 +9,14 @@ ends. A file that cannot be served (invalid YAML, an unknown skill, an agent tha
 initialise) is refused with one ERROR log line per problem, and the agents loaded before keep
 serving.
 
-Agents a reload adds are served by the generic routes (chat completions, Responses, info,
-models); ``@http`` routes and routes that plugins add per agent are mounted for the agents the
-server started with. The ``server:`` section is read at start-up only.
+The new agents are served on every route the old ones were: the generic routes (chat
+completions, Responses, info, models) and their ``@http`` handlers (:mod:`robutler_server.http_routes`
+finds the agent at each request; a handler whose type hints cannot be read refuses the file).
+Their per-agent settings apply (``rate_limit``, ``total_rate_limit``,
+``max_concurrent_requests``, ``request_timeout``, ``tool_timeout``). The ``server:`` section
+configures the process (its body limit, CORS, rate-limit storage, tool threads, keep-alives,
+dynamic-agent cache): a reload that changes it serves the new agents, keeps the settings in
+effect and logs one WARNING naming the settings that need a restart.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from robutler_core import Agent, connect_agents
+from robutler_core.errors import ConfigurationError
 from robutler_core.plugins import SkillRegistry
 
-from .config import AgentLimits, AgentsFileError, load_agents_file
+from .config import AgentLimits, AgentsFileError, ServerConfig, load_agents_file, read_server_section
+from .http_routes import agent_routes
 from .retiring import Retiring, close_agent
 
 logger = logging.getLogger("robutler_server")
@@ -68,6 +75,8 @@ class AgentsReloader:
         self._stop = asyncio.Event()
         for agent in served.values():
             self.retiring.track(agent)
+        self.server_section = read_server_section(self.path)
+        """The file's ``server:`` section in effect (read at start-up)."""
 
     async def reload(self) -> bool:
         """Load the file again and serve its agents; whether they replaced the served ones."""
@@ -78,6 +87,11 @@ class AgentsReloader:
                 shadowing = sorted(self.reserved & agents.keys())
                 if shadowing:
                     raise AgentsFileError([f"{self.path}: agent name '{shadowing[0]}' would shadow a server route"])
+                for agent in agents.values():
+                    try:
+                        agent_routes(agent)
+                    except ConfigurationError as exc:
+                        raise AgentsFileError([f"{self.path}: {exc.message}"]) from None
             except AgentsFileError as exc:
                 for problem in exc.problems:
                     logger.error("agents file refused, the agents loaded before keep serving: %s", problem)
@@ -108,7 +122,20 @@ class AgentsReloader:
                 self.retiring.retire(agent)
             self.reloads += 1
             logger.info("agents file %s reloaded: serving %s", self.path, ", ".join(agents) or "no agent")
+            self._check_server_section(loaded.server)
             return True
+
+    def _check_server_section(self, server: ServerConfig) -> None:
+        """Log a WARNING naming the ``server:`` settings that differ from those in effect."""
+        if self.server_section is None:
+            return
+        changed = [name for name in type(server).model_fields
+                   if getattr(server, name) != getattr(self.server_section, name)]
+        if changed:
+            logger.warning(
+                "agents file %s: server settings changed (%s); they apply at the next restart, the settings "
+                "in effect stay", self.path, ", ".join(changed),
+            )
 
     async def _watch(self) -> None:
         from watchfiles import awatch
