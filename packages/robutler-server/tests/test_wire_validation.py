@@ -102,6 +102,10 @@ async def test_bad_input_is_400_naming_the_field(client, body, param, fragment):
     (rb'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f", "description": "\udc00"}}]}',
      "tools.0.function.description"),
     (rb'{"messages": [{"role": "user", "content": "x"}], "vendor_option": {"\ud800": 1}}', "vendor_option"),
+    # not escaped: the UTF-8-like bytes of a surrogate (json.loads decodes them), and UTF-16 bodies
+    ('{"messages": [{"role": "user", "content": "\ud800"}]}'.encode("utf-8", "surrogatepass"), "messages.0.content"),
+    ('{"messages": [{"role": "user", "content": "\\ud800"}]}'.encode("utf-16"), "messages.0.content"),
+    ('{"messages": [{"role": "user", "content": "\\udc00"}]}'.encode("utf-16-le"), "messages.0.content"),
 ])
 async def test_lone_surrogates_are_400(client, raw, param):
     response = await client.post("/plain/chat/completions", content=raw, headers={"content-type": "application/json"})

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -319,7 +320,9 @@ class ChatCompletionRequest(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_lone_surrogates(cls, data: Any) -> Any:
+    def _no_lone_surrogates(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context is not None and info.context.get(_NO_SURROGATES):
+            return data  # parse_chat_request saw that the JSON cannot hold one
         return reject_lone_surrogates(cls.__name__, data)
 
     def split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
@@ -372,11 +375,25 @@ def parse_chat_request(body: bytes, content_type: str | None) -> ChatCompletionR
             data = body
     if data is None:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    context = _SURROGATE_FREE if isinstance(data, dict) and _cannot_hold_surrogates(body) else None
     try:
-        return ChatCompletionRequest.model_validate(data, from_attributes=True)
+        return ChatCompletionRequest.model_validate(data, from_attributes=True, context=context)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         raise RequestValidationError(errors, body=data) from None
+
+
+_NO_SURROGATES = "robutler_server.no_lone_surrogates"
+_SURROGATE_FREE = {_NO_SURROGATES: True}
+
+
+def _cannot_hold_surrogates(body: bytes) -> bool:
+    """Whether the JSON text ``body`` decodes without a lone surrogate for certain: it is
+    UTF-8 (what ``json.loads`` detects: no UTF-16/32 byte order mark or NUL among the first 4
+    bytes), holds no ``\\u`` escape and no byte 0xED (``json.loads`` decodes with
+    'surrogatepass', so ED A0..BF would make one)."""
+    return (not body.startswith((b"\xff", b"\xfe")) and b"\x00" not in body[:4]
+            and b"\\u" not in body and b"\xed" not in body)
 
 
 def _is_json(content_type: str | None) -> bool:
