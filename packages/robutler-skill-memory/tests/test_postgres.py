@@ -175,6 +175,105 @@ async def test_only_a_connection_that_may_hold_session_state_pays_the_full_reset
         await db.close()
 
 
+async def test_a_client_mistake_is_not_reported_as_the_database_unavailable(postgres_target):
+    """asyncpg's InterfaceError is mostly a client mistake: it propagates as it is; on a
+    connection the server closed, or from a closed pool, it means unreachable."""
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        with pytest.raises(asyncpg.InterfaceError, match="expects 1 argument") as raised:
+            async with db.acquire() as connection:
+                await connection.fetchval("SELECT $1::int")  # no argument given
+        assert not isinstance(raised.value, DatabaseUnavailableError)
+        with pytest.raises(asyncpg.InterfaceError, match="another operation is in progress"):
+            async with db.acquire() as connection:
+                _, second = await asyncio.gather(
+                    connection.fetchval("SELECT pg_sleep(0.1)"), connection.fetchval("SELECT 1"), return_exceptions=True)
+                raise second
+
+        # the server ends a connection: a statement on it after that is "unavailable" (asyncpg
+        # raises an InterfaceError: "connection is closed", or "released back to the pool")
+        with pytest.raises(DatabaseUnavailableError, match="is unavailable .*InterfaceError"):
+            async with db.acquire() as connection:
+                pid = await connection.fetchval("SELECT pg_backend_pid()")
+                async with db.acquire() as other:
+                    await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await asyncio.sleep(0.2)  # asyncpg sees the connection end
+                await connection.fetchval("SELECT 1")
+        with pytest.raises(DatabaseUnavailableError, match="ConnectionResetError: unreachable"):
+            async with db.acquire():
+                raise ConnectionResetError("unreachable")  # an OSError is "unavailable"
+        async with db.acquire() as connection:  # the pool replaced it
+            assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await db.close()
+    with pytest.raises(DatabaseUnavailableError, match="pool is closed"):
+        async with db.acquire():
+            pass
+
+
+async def test_a_full_pool_waits_at_most_the_connect_timeout(postgres_target, monkeypatch):
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 0.3)
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        held = [db.acquire() for _ in range(postgres.POOL_MAX_SIZE)]
+        connections = [await h.__aenter__() for h in held]
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="TimeoutError"):
+            async with db.acquire():
+                pass
+        assert 0.25 < time.monotonic() - started < 2
+        # a waiter gets the connection given back meanwhile
+        async def give_back_soon() -> None:
+            await asyncio.sleep(0.05)
+            await held[0].__aexit__(None, None, None)
+
+        async def wait_for_one() -> int:
+            async with db.acquire() as connection:
+                return await connection.fetchval("SELECT 1")
+
+        assert (await asyncio.gather(give_back_soon(), wait_for_one()))[1] == 1
+        for h in held[1:]:
+            await h.__aexit__(None, None, None)
+        assert len(connections) == postgres.POOL_MAX_SIZE
+    finally:
+        await db.close()
+
+
+async def test_connections_come_back_to_the_pool_however_their_block_ends(postgres_target):
+    """The fast paths (no timeout task when a connection is free, no shielded task for a clean
+    release) are the ones taken with the installed asyncpg; a block that fails, is
+    cancelled, or leaves a transaction open gives its connection back all the same."""
+    assert postgres._FAST_POOL  # asyncpg's pool internals are as postgres._Acquire expects
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        async def hold_until_cancelled(started: asyncio.Event) -> None:
+            async with db.acquire() as connection:
+                await connection.execute("BEGIN")
+                started.set()
+                await connection.fetchval("SELECT pg_sleep(10)")
+
+        for _ in range(2):
+            events = [asyncio.Event() for _ in range(postgres.POOL_MAX_SIZE)]
+            tasks = [asyncio.create_task(hold_until_cancelled(e)) for e in events]
+            await asyncio.gather(*(e.wait() for e in events))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with pytest.raises(ZeroDivisionError):
+                async with db.acquire() as connection:
+                    1 / 0
+        # every connection is free again, in no transaction
+        held = [db.acquire() for _ in range(postgres.POOL_MAX_SIZE)]
+        for connection in [await h.__aenter__() for h in held]:
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval("SELECT 1") == 1
+        for h in held:
+            await h.__aexit__(None, None, None)
+        assert db.pool.get_idle_size() == postgres.POOL_MAX_SIZE
+    finally:
+        await db.close()
+
+
 async def test_the_embedded_server_is_shared_and_stopped_by_the_last_close(own_data_dir):
     pgdata = own_data_dir / "postgres"
     first = await connect(None, name="one")
