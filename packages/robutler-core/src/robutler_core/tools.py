@@ -80,6 +80,7 @@ class Tool:
         import docstring_parser
 
         self.func = func
+        self._is_async = inspect.iscoroutinefunction(inspect.unwrap(func))
         self.name = name or func.__name__
         self.timeout = check_timeout(timeout)
         self.scope = normalize_scope(scope)
@@ -161,7 +162,7 @@ class Tool:
             raise ToolArgumentsError(
                 f"invalid arguments for tool '{self.name}': {problems}"
             ) from None
-        return {field: getattr(validated, field) for field in type(validated).model_fields}
+        return dict(validated.__dict__)  # the fields' values (extra="forbid": nothing else)
 
     async def invoke(
         self, arguments: str | dict[str, Any] | None, context: Any = None, executor: Executor | None = None
@@ -178,6 +179,8 @@ class Tool:
             return await call_function(functools.partial(self.func, kwargs), extra, executor)
         if self.takes_context:
             kwargs["context"] = context
+        if self._is_async:  # what call_function would find, without inspecting on each call
+            return await self.func(**kwargs)
         return await call_function(self.func, kwargs, executor)
 
     def __repr__(self) -> str:
