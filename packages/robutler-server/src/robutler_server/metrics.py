@@ -31,15 +31,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 """Seconds: from a cached answer to a long agent run with tools."""
@@ -53,9 +44,11 @@ def multiprocess_mode() -> bool:
 class Metrics:
     """The server's metrics in their own registry (several apps in one process do not clash)."""
 
-    content_type = CONTENT_TYPE_LATEST
-
     def __init__(self) -> None:
+        # prometheus-client (~30 ms of import) when an app is made, not when the server is imported
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+
+        self.content_type = CONTENT_TYPE_LATEST
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("robutler_requests", "HTTP requests served for an agent.",
@@ -116,10 +109,14 @@ class Metrics:
         from the shared directory, so that a worker that stopped no longer counts; the app's
         lifespan calls it at shutdown. Counters and histograms stay (they keep adding up)."""
         if multiprocess_mode():
+            from prometheus_client import multiprocess
+
             multiprocess.mark_process_dead(os.getpid())
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's, or every worker's in multiprocess mode."""
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
         if multiprocess_mode():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

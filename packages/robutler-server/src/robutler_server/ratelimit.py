@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import time
 
-from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from typing import TYPE_CHECKING
 
 from robutler_core.errors import ConfigurationError, RateLimitError
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
+
+# ``limits`` (~17 ms of import) is imported when the app makes its storage, not with the server.
 
 
 def rate_limit_storage(url: str) -> Storage:
@@ -28,6 +31,8 @@ def rate_limit_storage(url: str) -> Storage:
         raise ConfigurationError(
             f"rate limit storage '{url}' is not supported: use memory:// or redis://host:port"
         )
+    from limits.storage import storage_from_string
+
     target = url if scheme.startswith("async+") else f"async+{url}"
     options = {"implementation": "redispy"} if "redis" in scheme else {}
     try:
@@ -40,6 +45,8 @@ class RateLimiter:
     """Counts requests against limits in ``storage`` (:func:`rate_limit_storage`)."""
 
     def __init__(self, storage: Storage) -> None:
+        from limits.aio.strategies import MovingWindowRateLimiter
+
         self.storage = storage
         self._strategy = MovingWindowRateLimiter(storage)
         self._parsed: dict[str, list[RateLimitItem]] = {}
@@ -48,6 +55,8 @@ class RateLimiter:
         """The limits of ``limit`` (``"60/minute;1000/day"``), parsed once."""
         parsed = self._parsed.get(limit)
         if parsed is None:
+            from limits import parse_many
+
             parsed = self._parsed[limit] = parse_many(limit)
         return parsed
 

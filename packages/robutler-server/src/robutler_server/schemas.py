@@ -14,8 +14,6 @@ import json
 import re
 from typing import Annotated, Any, Literal, Union
 
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,6 +43,9 @@ def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     (also for a schema nested too deeply for the checker, some 90 levels)."""
     if schema is None:
         return None
+    from jsonschema import SchemaError  # ~30 ms of import, for requests with tools or schemas
+    from jsonschema.validators import validator_for
+
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
