@@ -192,3 +192,89 @@ async def test_concurrent_first_requests_to_two_agents_are_all_answered():
             call(f"{url}/{name}/mcp", lambda client: client.list_tools()) for name in ("solo", "duo") * 4
         ))
     assert [sorted(t.name for t in r.tools) for r in results] == [["chat"]] * 8
+
+
+# --- agents that arrive after start-up ----------------------------------------------------------
+
+
+class Adder(Skill):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+
+class Doubler(Skill):
+    @tool
+    def double(self, x: int) -> int:
+        """Double an integer."""
+        return 2 * x
+
+
+def _plugins(*others):
+    import robutler_skill_mcp
+    from robutler_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(robutler_skill_mcp, name="robutler_skill_mcp")
+    for index, plugin in enumerate(others):
+        pm.register(plugin, name=f"plugin{index}")
+    return pm
+
+
+async def test_an_agent_a_resolve_agent_hook_finds_is_served_over_mcp():
+    import httpx
+    from robutler_core import hookimpl
+
+    class Tenants:
+        @hookimpl
+        def resolve_agent(self, name):
+            return Agent(name, model="test", skills={"adder": Adder()}) if name.startswith("tenant-") else None
+
+    app = create_app([Agent("static", model="test")], plugins=_plugins(Tenants()))
+    with serve_in_thread(app) as url:
+        result = await call(f"{url}/tenant-a/mcp", lambda client: client.call_tool("add", {"a": 20, "b": 22}))
+        assert (result.content[0].text, result.is_error) == ("42", False)
+        static = await call(f"{url}/static/mcp", lambda client: client.list_tools())
+        assert [t.name for t in static.tools] == ["chat"]
+        async with httpx.AsyncClient() as http:
+            missing = await http.post(f"{url}/nobody/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "agent_not_found"
+
+
+async def test_a_reloaded_agents_file_is_served_over_mcp(tmp_path):
+    import os
+    import time
+
+    from robutler_core.plugins import SkillRegistry, get_plugin_manager
+    from robutler_server.config import load_agents_file
+
+    registry = SkillRegistry.from_plugin_manager(get_plugin_manager(load_entry_points=False))
+    registry.add(Adder, name="adder")
+    registry.add(Doubler, name="doubler")
+    agents_file = tmp_path / "agents.yaml"
+
+    def write(text):
+        (tmp_path / "new.yaml").write_text(text)
+        os.replace(tmp_path / "new.yaml", agents_file)
+
+    write("agents:\n  - name: first\n    model: test\n    skills: {adder: {}}\n")
+    app = create_app(load_agents_file(agents_file, registry).agents, registry=registry,
+                     reload_agents_file=agents_file, plugins=_plugins())
+
+    async def names(url, agent):
+        return sorted(t.name for t in (await call(f"{url}/{agent}/mcp", lambda client: client.list_tools())).tools)
+
+    with serve_in_thread(app) as url:
+        assert await names(url, "first") == ["add", "chat"]
+        await asyncio.sleep(0.3)  # the watcher has started
+        write("agents:\n  - name: first\n    model: test\n    skills: {doubler: {}}\n"
+              "  - name: second\n    model: test\n    skills: {adder: {}}\n")
+        deadline = time.monotonic() + 15
+        while [m.name for m in app.state.agents.values()] != ["first", "second"]:
+            assert time.monotonic() < deadline, "the agents file was not reloaded"
+            await asyncio.sleep(0.05)
+        assert await names(url, "first") == ["chat", "double"]  # the new 'first', not the one replaced
+        assert await names(url, "second") == ["add", "chat"]
+        doubled = await call(f"{url}/first/mcp", lambda client: client.call_tool("double", {"x": 21}))
+        assert doubled.content[0].text == "42"

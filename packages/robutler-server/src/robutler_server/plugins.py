@@ -11,14 +11,16 @@ A distribution implements ``register_routes`` in the module its ``robutler`` ent
             app.add_api_route(f"/{name}/status", make_status_handler(agent))
 
 The server knows nothing of what a plugin serves: robutler-skill-mcp mounts ``/{agent}/mcp``
-this way, as any third-party package could.
+this way, as any third-party package could. ``agents`` is the server's live view of the agents
+it serves (:class:`ServedAgents`): a plugin that looks the agent up when a request comes, rather
+than closing over the agents it was given, also serves the agents of a reloaded agents file and
+those a ``resolve_agent`` hook finds (robutler-skill-mcp does).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Mapping
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -42,7 +44,8 @@ class ServerSpecs:
         self, app: FastAPI, agents: Mapping[str, Agent]
     ) -> contextlib.AbstractAsyncContextManager[Any] | None:
         """Add routes to ``app`` (``app.add_api_route``, ``app.mount``...) for the served
-        ``agents`` (a read-only mapping, agent name -> :class:`robutler_core.Agent`).
+        ``agents`` (a read-only mapping, agent name -> :class:`robutler_core.Agent`, of the
+        agents served at the time it is read: see :class:`ServedAgents`).
 
         Called once by :func:`robutler_server.create_app`, after the agents' own ``@http``
         routes and before the server's ``/{agent}`` routes, so a plugin's paths take precedence
@@ -83,13 +86,47 @@ def with_server_specs(pm: pluggy.PluginManager) -> pluggy.PluginManager:
     return pm
 
 
+class ServedAgents(Mapping[str, "Agent"]):
+    """The agents a server serves, by name, read-only and live: what ``register_routes`` gets.
+
+    Iterating gives the names of the agents-file agents served now (those the server started
+    with, or those of the last reload of the file); looking a name up (``agents[name]``,
+    ``agents.get(name)``, ``name in agents``) also finds an agent a ``resolve_agent`` hook
+    found and the server still caches (:mod:`robutler_server.dynamic`). Raises KeyError for a
+    name it does not serve now.
+    """
+
+    def __init__(self, served: Mapping[str, Agent], find_more: Callable[[str], Agent | None]) -> None:
+        self._served = served
+        self._find_more = find_more
+
+    def __getitem__(self, name: str) -> Agent:
+        agent = self._served.get(name) or self._find_more(name)
+        if agent is None:
+            raise KeyError(name)
+        return agent
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._served))  # a copy: a reload may change them meanwhile
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+
 def register_routes(
     pm: pluggy.PluginManager, app: FastAPI, agents: Mapping[str, Agent]
 ) -> list[contextlib.AbstractAsyncContextManager[Any]]:
-    """Call every plugin's ``register_routes`` in registration order; returns the context
-    managers they gave. Raises ConfigurationError naming the plugin that failed or returned
-    something other than an async context manager or ``None``."""
-    arguments = {"app": app, "agents": MappingProxyType(dict(agents))}
+    """Call every plugin's ``register_routes`` in registration order with ``app`` and a
+    :class:`ServedAgents` over ``agents`` (the app's agents by name, which a reload changes in
+    place) and the app's dynamic agents (``app.state.dynamic_agents``, looked up when a name
+    is); returns the context managers they gave. Raises ConfigurationError naming the plugin
+    that failed or returned something other than an async context manager or ``None``."""
+
+    def dynamic(name: str) -> Agent | None:
+        found = getattr(app.state, "dynamic_agents", None)
+        return found.get(name) if found is not None else None
+
+    arguments = {"app": app, "agents": ServedAgents(agents, dynamic)}
     contexts: list[contextlib.AbstractAsyncContextManager[Any]] = []
     for impl in reversed(with_server_specs(pm).hook.register_routes.get_hookimpls()):
         try:
