@@ -99,10 +99,12 @@ class Metrics:
             )
         calls, tokens_in, tokens_out, tokens_cached, cost = children
         calls.inc()
-        tokens_in.inc(int(record.get("prompt_tokens") or 0))
-        tokens_out.inc(int(record.get("completion_tokens") or 0))
-        tokens_cached.inc(int(record.get("cached_tokens") or 0))
-        cost.inc(float(record.get("cost_usd") or 0))
+        for child, amount in ((tokens_in, int(record.get("prompt_tokens") or 0)),
+                              (tokens_out, int(record.get("completion_tokens") or 0)),
+                              (tokens_cached, int(record.get("cached_tokens") or 0)),
+                              (cost, float(record.get("cost_usd") or 0))):
+            if amount:  # adding 0 changes nothing (each add takes the value's lock)
+                child.inc(amount)
 
     def process_ended(self) -> None:
         """In multiprocess mode, drop this process's live gauges (``robutler_requests_in_flight``)
