@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -27,6 +26,7 @@ from typing import Any
 
 import pluggy
 from fastapi import FastAPI, Request
+from pydantic_core import to_json
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
@@ -405,7 +405,9 @@ class ChatEndpoint:
         context = agent.new_context(messages, tools, body.stream, headers=headers, **params)
         if not body.stream:
             completion = await until_disconnected(request, agent.run(messages, tools, context=context))
-            content = _JSON.encode(completion).encode()
+            # pydantic-core's encoder: the bytes Starlette's JSONResponse writes (compact, UTF-8),
+            # some 8x faster than json.dumps; a NaN would be null rather than a 500
+            content = to_json(completion)
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
                 *_encoded(self.model_header(context)),
@@ -455,11 +457,6 @@ async def _write_events(stream: AsyncIterator[dict[str, Any]], first: dict[str, 
             await send({"type": "http.response.body", "body": sse_event(internal_error(exc).to_dict()).encode()})
             return
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-"""What Starlette's ``JSONResponse`` writes, with one encoder (``json.dumps`` with options
-builds one per call)."""
 
 
 class _Incoming:
