@@ -14,7 +14,11 @@ Measured in one run, side by side:
   the ``test`` model) to its first ``200`` on ``GET /health``, fastest of ``--serve-runs``: with
   every installed plugin distribution loaded (what an operator gets), and with none
   (``ROBUTLER_LOAD_PLUGINS=""``: robutler-core and robutler-server alone). The difference is
-  what the plugins' entry-point modules import at start-up.
+  what the plugins' entry-point modules import at start-up. Each is measured twice: with
+  Python's bytecode cache as the environment has it (``PYTHONDONTWRITEBYTECODE=1`` and an
+  editable checkout: every start compiles robutler's modules from source), and with it on
+  (``*_bytecode_cached``: kept in a temporary ``PYTHONPYCACHEPREFIX``, filled by one start not
+  counted), as a server installed from wheels starts.
 
     python benchmarks/bench_startup.py [--runs 5] [--serve-runs 3] [--repeat 5] [--only import,serve]
 
@@ -161,6 +165,26 @@ def serve_ready(runs: int, env: dict[str, str]) -> float | None:
     return round(best * 1000, 1)
 
 
+def with_bytecode_cache(env: dict[str, str], directory: str) -> dict[str, str]:
+    """``env`` with Python's bytecode cache on, kept under ``directory`` (so the checkout and
+    site-packages are not written to)."""
+    cached = {**env, "PYTHONPYCACHEPREFIX": directory}
+    cached.pop("PYTHONDONTWRITEBYTECODE", None)
+    return cached
+
+
+def serve_ready_figures(runs: int) -> dict[str, float | None]:
+    """:func:`serve_ready` with every installed plugin and with none, each without and with a
+    bytecode cache (see the module docstring)."""
+    none = {**ENV, "ROBUTLER_LOAD_PLUGINS": ""}
+    figures = {"all_installed_plugins": serve_ready(runs, ENV), "no_plugins": serve_ready(runs, none)}
+    with tempfile.TemporaryDirectory() as directory:
+        serve_ready(1, with_bytecode_cache(ENV, directory))  # fills the cache
+        figures["all_installed_plugins_bytecode_cached"] = serve_ready(runs, with_bytecode_cache(ENV, directory))
+        figures["no_plugins_bytecode_cached"] = serve_ready(runs, with_bytecode_cache(none, directory))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="interpreter starts per import timing")
@@ -185,10 +209,7 @@ def main() -> None:
     if "import" in parts:
         report["import_ms_over_bare_python"] = import_times(args.runs)
     if "serve" in parts:
-        report["serve_ready_ms_three_agents"] = {
-            "all_installed_plugins": serve_ready(args.serve_runs, ENV),
-            "no_plugins": serve_ready(args.serve_runs, {**ENV, "ROBUTLER_LOAD_PLUGINS": ""}),
-        }
+        report["serve_ready_ms_three_agents"] = serve_ready_figures(args.serve_runs)
     print(json.dumps(report, indent=2))
 
 
