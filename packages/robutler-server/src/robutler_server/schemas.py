@@ -14,6 +14,7 @@ import json
 import re
 from typing import Annotated, Any, Literal, Union
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -355,8 +356,6 @@ def parse_chat_request(body: bytes, content_type: str | None) -> ChatCompletionR
     ``application/json`` or ``application/*+json``, else the raw bytes (which are not an
     object). Raises ``fastapi.exceptions.RequestValidationError`` (locations under ``body``),
     which :func:`robutler_server.errors.validation_error` turns into the 400 envelope."""
-    from fastapi.exceptions import RequestValidationError
-
     data: Any = None
     if body:
         if _is_json(content_type):
@@ -398,7 +397,7 @@ def _cannot_hold_surrogates(body: bytes) -> bool:
 
 
 def _is_json(content_type: str | None) -> bool:
-    if not content_type:
+    if not content_type or content_type == "application/json":
         return True
     kind = content_type.split(";", 1)[0].strip().lower()
     main, _, sub = kind.partition("/")
