@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, Literal
 
@@ -404,9 +404,10 @@ class Agent:
                 parts.append(str(text))
         return "\n\n".join(parts)
 
-    async def dispatch(self, event: str, context: Context, **payload: Any) -> Any:
-        """Run an event's hooks (see :meth:`LifecyclePluginManager.dispatch`)."""
-        return await self._pm.dispatch(event, context, **payload)
+    def dispatch(self, event: str, context: Context, **payload: Any) -> Coroutine[Any, Any, Any]:
+        """Run an event's hooks (see :meth:`LifecyclePluginManager.dispatch`): the coroutine
+        to await (that of the plugin manager itself, not one more around it)."""
+        return self._pm.dispatch(event, context, **payload)
 
     def info(self, auth_scope: str = "all") -> dict[str, Any]:
         """A JSON-ready description for a caller whose scope is ``auth_scope``: ``name``,
