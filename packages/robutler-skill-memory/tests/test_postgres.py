@@ -269,7 +269,40 @@ async def test_connections_come_back_to_the_pool_however_their_block_ends(postgr
             assert await connection.fetchval("SELECT 1") == 1
         for h in held:
             await h.__aexit__(None, None, None)
-        assert db.pool.get_idle_size() == postgres.POOL_MAX_SIZE
+        # all free: idle in asyncpg's pool, or kept by the Database for its next use
+        assert db.pool.get_idle_size() + len(db._parked) == postgres.POOL_MAX_SIZE
+        assert 1 <= len(db._parked) <= postgres.PARKED_MAX
+    finally:
+        await db.close()
+
+
+async def test_a_kept_connection_serves_the_next_use_unless_it_was_lost_or_expired(postgres_target):
+    db = await connect(postgres_target.dsn, name="test")
+    try:
+        async with db.acquire() as connection:
+            first = await connection.fetchval("SELECT pg_backend_pid()")
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") == first
+            async with db.acquire() as other:  # a second, while the first is in use
+                second = await other.fetchval("SELECT pg_backend_pid()")
+        assert second != first
+        # the kept connection's server process ends (a restart, an administrator): the next
+        # use gets a working connection
+        admin = await asyncpg.connect(postgres_target.dsn)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first) is True
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            async with db.acquire() as connection:
+                assert await connection.fetchval("SELECT pg_backend_pid()") != first
+        # connections expired (as after a schema change needing new codecs) are not reused
+        async with db.acquire() as connection:
+            kept = await connection.fetchval("SELECT pg_backend_pid()")
+        await db.pool.expire_connections()
+        async with db.acquire() as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") != kept
     finally:
         await db.close()
 

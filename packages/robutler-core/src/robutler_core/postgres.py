@@ -27,6 +27,7 @@ statement that may have left session state (see :meth:`Database.acquire`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -51,6 +52,9 @@ COMMAND_TIMEOUT = 30.0
 """Seconds one statement may take before it is cancelled."""
 POOL_MAX_SIZE = 10
 """Connections of one :class:`Database` (one skill instance) at most."""
+PARKED_MAX = 2
+"""Connections :meth:`Database.acquire` keeps, clean, for its next uses instead of giving them
+back to asyncpg's pool (see :class:`_Acquire`)."""
 
 # One advisory lock for every migration of every namespace: migrations are rare and short.
 _MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"robutler_migrations").digest()[:8], "big", signed=True)
@@ -150,20 +154,29 @@ async def _reset(connection: _Connection) -> None:
 
 
 class _Acquire:
-    """:meth:`Database.acquire`'s context manager: asyncpg's pool without its two event-loop
-    round trips when nothing needs them (some 25 us of a 0.2 ms query, ``bench_memory``).
+    """:meth:`Database.acquire`'s context manager: asyncpg's pool without its event-loop round
+    trips and bookkeeping when nothing needs them (some 30 us of a 0.2 ms query in
+    ``bench_memory``, measured between statements, where the caches are cold).
 
-    - Taking a connection: asyncpg's ``acquire(timeout=...)`` runs the wait in a new task
-      (``wait_for``); when a connection is free there is nothing to wait for, so it is taken
-      without the timeout (opening a new one is bounded by the pool's connect timeout anyway).
+    - Kept connections: a clean connection (see below) given back while asyncpg's pool still
+      has a free one is kept by the :class:`Database` (up to :data:`PARKED_MAX`) and handed to
+      its next use directly; one that was lost meanwhile (asyncpg detaches it), expired
+      (``pool.expire_connections()``) or is due to be closed goes back to asyncpg instead.
+      Nobody waits for a kept connection: a use takes kept ones first, and none is kept while
+      asyncpg's pool has no free connection (someone may be waiting there). :meth:`Database.close`
+      gives them back first.
+    - Taking a connection from asyncpg's pool: its ``acquire(timeout=...)`` runs the wait in a
+      new task (``wait_for``); when a connection is free there is nothing to wait for, so it is
+      taken without the timeout (opening a new one is bounded by the pool's connect timeout).
     - Giving it back: asyncpg's ``release`` runs in a shielded task, so that a cancellation
-      cannot interrupt the reset's I/O; a connection that needs no reset (no transaction open,
-      no session state, not due to be replaced, the block ended without an error) is given back
-      without I/O, so directly. Otherwise asyncpg's own shielded release runs.
+      cannot interrupt the reset's I/O; a clean connection (no transaction open, no session
+      state, no listeners, not due to be replaced, the block ended without an error) needs no
+      I/O, so it is given back directly. Otherwise asyncpg's own shielded release runs.
 
-    Both fast paths use asyncpg pool internals (``Pool._queue``, ``PoolConnectionProxy._holder``,
-    ``PoolConnectionHolder.release``), checked present at import (``_FAST_POOL``), else the
-    public calls are used; ``test_postgres`` checks that they are taken.
+    These use asyncpg pool internals (``Pool._queue``, ``PoolConnectionProxy._holder``,
+    ``PoolConnectionHolder.release``, ``_generation``, ``_max_queries``), checked present at
+    import (``_FAST_POOL``), else asyncpg's public calls are used; ``test_postgres`` checks
+    that the fast paths are taken and that connections come back however a block ends.
     """
 
     __slots__ = ("_database", "_session_state", "_connection")
@@ -174,7 +187,18 @@ class _Acquire:
         self._connection: Any = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        pool = self._database.pool
+        database = self._database
+        pool = database.pool
+        parked = database._parked
+        while parked:  # the connection the last clean use kept: no pool round at all
+            connection = parked.pop()
+            if _reusable(pool, connection):
+                if self._session_state:
+                    connection.mark_session_state()
+                self._connection = connection
+                return connection
+            if connection._con is not None:  # expired or due to be closed: asyncpg does it
+                await pool.release(connection, timeout=CONNECT_TIMEOUT)
         try:
             if _FAST_POOL and not pool._queue.empty():  # a free holder: no wait, no timeout task
                 connection = await pool.acquire()
@@ -195,7 +219,15 @@ class _Acquire:
         unavailable = exc is not None and _unavailable_error(exc, database.pool, connection)
         try:
             if exc is None and _FAST_POOL and _releases_without_io(database.pool, connection):
-                connection._con._on_release()
+                con = connection._con
+                # parked only while asyncpg's pool has a free connection too (so nobody waits
+                # on it: a waiter gets this one through asyncpg instead)
+                if len(database._parked) < PARKED_MAX and not database.pool._queue.empty() and not (
+                        database._closed or con._listeners or con._log_listeners):
+                    con._pool_release_ctr += 1  # what _on_release does: older handles invalid
+                    database._parked.append(connection)
+                    return
+                con._on_release()
                 await connection._holder.release(None)  # no I/O to bound: no timer either
             else:
                 await database.pool.release(connection, timeout=CONNECT_TIMEOUT)
@@ -206,6 +238,19 @@ class _Acquire:
         if unavailable:
             assert exc is not None
             raise database.unavailable(exc) from exc
+
+
+def _reusable(pool: asyncpg.Pool, proxy: Any) -> bool:
+    """Whether a parked ``proxy`` may serve again: still attached (asyncpg detaches the proxy of
+    a connection that was lost, and takes its holder back), open, of the pool's current
+    generation and not due to be closed."""
+    con = proxy._con
+    return (
+        con is not None
+        and not con.is_closed()
+        and proxy._holder._generation == pool._generation
+        and con._protocol.queries_count < proxy._holder._max_queries
+    )
 
 
 def _releases_without_io(pool: asyncpg.Pool, proxy: Any) -> bool:
@@ -333,6 +378,7 @@ class Database:
         self.name = name
         self._embedded = embedded
         self._closed = False
+        self._parked: list[Any] = []
 
     @property
     def embedded(self) -> bool:
@@ -410,6 +456,11 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        parked, self._parked = self._parked, []
+        for connection in parked:
+            if connection._con is not None:
+                with contextlib.suppress(Exception):
+                    await self.pool.release(connection, timeout=CONNECT_TIMEOUT)
         try:
             await asyncio.wait_for(self.pool.close(), 10)
         except (asyncio.TimeoutError, Exception):
