@@ -348,7 +348,7 @@ class PgvectorStore:
         Raises DimensionMismatchError when ``vector`` has another dimension than the table;
         DatabaseUnavailableError when PostgreSQL cannot be reached.
         """
-        if self.dimension is not None:
+        if self.dimension is not None and len(vector) != self.dimension:
             check_dimension([vector], self.dimension, self.description)
         if not self._ready:
             return []
@@ -358,11 +358,9 @@ class PgvectorStore:
             rows = await connection.fetch(self.search_sql, owner, vector, top_k)
             if len(rows) < top_k and self.index == "hnsw":  # few rows of this caller: scan them exactly
                 rows = await connection.fetch(self.exact_search_sql, owner, vector, top_k)
-        return [
-            {"id": row["id"], "text": row["text"], "score": 1.0 - float(row["distance"]),
-             "metadata": json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]}
-            for row in rows
-        ]
+        loads = json.loads
+        # columns by position: id, text, metadata (jsonb, as text), distance (float8)
+        return [{"id": row[0], "text": row[1], "score": 1.0 - row[3], "metadata": loads(row[2])} for row in rows]
 
     async def delete(self, partition: tuple[str, str], item_id: str) -> bool:
         """Delete the row ``item_id`` when it belongs to ``partition``; ``True`` when it did."""
