@@ -184,7 +184,7 @@ def load_agents_file(path: str | Path, registry: SkillRegistry | None = None) ->
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except OSError as exc:
         raise AgentsFileError([f"cannot read agents file {path}: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
@@ -227,12 +227,25 @@ def load_agents_file(path: str | Path, registry: SkillRegistry | None = None) ->
     return LoadedAgents(agents, limits, parsed.server)
 
 
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, with libyaml's parser when PyYAML has it (about 10x faster);
+    a document it refuses is parsed again by the pure-Python one, whose YAMLError shows the
+    offending line with a caret."""
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is not None:
+        try:
+            return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def read_server_section(path: str | Path) -> ServerConfig | None:
     """The ``server:`` section of the agents file at ``path`` (defaults when it has none);
     ``None`` when the file cannot be read or its section is invalid (:func:`load_agents_file`
     reports why)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = parse_yaml(Path(path).read_text())
         section = data.get("server") if isinstance(data, dict) else None
         return ServerConfig.model_validate(section or {})
     except (OSError, yaml.YAMLError, ValidationError):
