@@ -291,10 +291,7 @@ def _lifespan(
             async with readiness.running(), contextlib.AsyncExitStack() as plugins:
                 for plugin_context in plugin_contexts:
                     await plugins.enter_async_context(plugin_context)
-                # What start-up made (modules, schemas, agents) lives as long as the server: out
-                # of the garbage collector's generations, its collections during requests do not
-                # walk it (some 80,000 objects, ~10 us of every request's CPU otherwise).
-                gc.freeze()
+                _freeze_startup_objects()
                 try:
                     yield
                 finally:
@@ -307,6 +304,20 @@ def _lifespan(
             observability.metrics.process_ended()
 
     return lifespan
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up made (modules, schemas, agents) lives as long as the server: ``gc.freeze()``
+    takes it out of the garbage collector's generations, so that the collections during requests
+    do not walk it (some 80,000 objects, ~10 us of every request's CPU otherwise). Once per
+    process: a process that starts many apps (tests, embedding) does not keep each one's garbage."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
 
 
 def _tracing(tracer_provider: Any) -> Any:
