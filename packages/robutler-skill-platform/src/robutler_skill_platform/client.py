@@ -129,7 +129,7 @@ class PlatformClient:
 class PlatformConfig(pydantic.BaseModel):
     """Options every platform skill takes."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
 
     platform_url: str | None = None
     """The platform (default ``$ROBUTLER_PLATFORM_URL``)."""

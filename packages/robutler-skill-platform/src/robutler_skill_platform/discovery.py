@@ -32,7 +32,7 @@ KNOWN_AGENTS = 1_000
 
 
 class Intent(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
 
     intent: str = pydantic.Field(min_length=1)
     description: str | None = None
