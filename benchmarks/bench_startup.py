@@ -18,9 +18,13 @@ Measured in one run, side by side:
   Python's bytecode cache as the environment has it (``PYTHONDONTWRITEBYTECODE=1`` and an
   editable checkout: every start compiles robutler's modules from source), and with it on
   (``*_bytecode_cached``: kept in a temporary ``PYTHONPYCACHEPREFIX``, filled by one start not
-  counted), as a server installed from wheels starts.
+  counted), as a server installed from wheels starts. With ``--against TREE`` (another
+  checkout, e.g. ``git archive COMMIT | tar -x -C TREE``), the starts alternate between TREE's
+  packages (its ``packages/*/src`` first on ``PYTHONPATH``) and this checkout's, ``--serve-runs``
+  rounds, and each figure is the fastest and the median of its starts.
 
     python benchmarks/bench_startup.py [--runs 5] [--serve-runs 3] [--repeat 5] [--only import,serve]
+                                       [--against TREE]
 
 Prints one JSON object. Targets (issue 13): construction under 100 us, ``import robutler_core``
 under 100 ms, ``import robutler_server`` under 500 ms, ``robutler serve`` ready in under 1 s.
@@ -29,10 +33,12 @@ under 100 ms, ``import robutler_server`` under 500 ms, ``robutler serve`` ready 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,11 +191,47 @@ def serve_ready_figures(runs: int) -> dict[str, float | None]:
     return figures
 
 
+def with_tree(env: dict[str, str], tree: str) -> dict[str, str]:
+    """``env`` importing robutler's packages from the checkout at ``tree`` (its ``packages/*/src``
+    and ``examples/*/src`` first on ``PYTHONPATH``). Raises SystemExit when it has none."""
+    sources = sorted(glob.glob(os.path.join(tree, "packages", "*", "src")))
+    if not sources:
+        raise SystemExit(f"--against {tree}: no packages/*/src there")
+    sources += sorted(glob.glob(os.path.join(tree, "examples", "*", "src")))
+    return {**env, "PYTHONPATH": os.pathsep.join([*sources, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+def serve_ready_side_by_side(rounds: int, tree: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The figures of :func:`serve_ready_figures` for this checkout and for ``tree``, one start
+    of each in turn for ``rounds`` rounds: ``{"this"|"against": {figure: {"fastest", "median"}}}``
+    (milliseconds)."""
+    none = {"ROBUTLER_LOAD_PLUGINS": ""}
+    with tempfile.TemporaryDirectory() as directory:
+        configs: dict[tuple[str, str], dict[str, str]] = {}
+        for side, env in (("this", ENV), ("against", with_tree(ENV, tree))):
+            configs[side, "all_installed_plugins"] = env
+            configs[side, "no_plugins"] = {**env, **none}
+            configs[side, "all_installed_plugins_bytecode_cached"] = with_bytecode_cache(env, directory)
+            configs[side, "no_plugins_bytecode_cached"] = with_bytecode_cache({**env, **none}, directory)
+        for (side, figure), env in configs.items():
+            if figure.endswith("_cached"):
+                serve_ready(1, env)  # fills the cache
+        starts: dict[tuple[str, str], list[float]] = {key: [] for key in configs}
+        for _ in range(rounds):
+            for key, env in configs.items():
+                starts[key].append(serve_ready(1, env))  # type: ignore[arg-type]
+    report: dict[str, dict[str, dict[str, float]]] = {"this": {}, "against": {}}
+    for (side, figure), values in starts.items():
+        report[side][figure] = {"fastest": min(values), "median": round(statistics.median(values), 1)}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="interpreter starts per import timing")
     parser.add_argument("--serve-runs", type=int, default=3, help="robutler serve starts")
     parser.add_argument("--repeat", type=int, default=5, help="timeit repeats per construction")
+    parser.add_argument("--against", metavar="TREE", help="another checkout: serve starts alternate with it")
     parser.add_argument(
         "--only", default="construct,import,serve", help="comma list of: construct, import, serve"
     )
@@ -209,7 +251,11 @@ def main() -> None:
     if "import" in parts:
         report["import_ms_over_bare_python"] = import_times(args.runs)
     if "serve" in parts:
-        report["serve_ready_ms_three_agents"] = serve_ready_figures(args.serve_runs)
+        if args.against:
+            report["serve_ready_ms_three_agents"] = serve_ready_side_by_side(args.serve_runs, args.against)
+            report["against"] = os.path.abspath(args.against)
+        else:
+            report["serve_ready_ms_three_agents"] = serve_ready_figures(args.serve_runs)
     print(json.dumps(report, indent=2))
 
 
