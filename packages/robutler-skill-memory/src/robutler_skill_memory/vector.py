@@ -211,12 +211,12 @@ class VectorMemorySkill(Skill):
             Best first: ``{"id", "text", "score", "metadata"}``; score is the cosine similarity
             (1 = same meaning).
         """
-        store, _ = self._ready()
+        store, embedder = self._ready()
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
         if not query.strip():
             raise ValueError("query is empty")
-        [vector] = await self._embed([query])
+        [vector] = await embedder.embed([query], self.settings.embedding_model)
         return await store.search(partition(context), vector, top_k)
 
     @tool
