@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -156,3 +157,67 @@ def test_demo_agent_with_a_key_uses_the_native_openai_skill(upstream):
     assert output.splitlines()[0] == "INFO:     no agents file given: serving demo agent 'assistant' on openai/gpt-4o-mini"
     assert upstream.requests[0].body["model"] == "gpt-4o-mini"
     assert upstream.requests[0].headers["user-agent"].startswith("AsyncOpenAI/Python")  # the openai SDK, not LiteLLM
+
+
+# Tracing: `robutler serve` with the otel extra (installed here) passes an incoming W3C
+# traceparent on to the model calls it makes (the openai SDK's and LiteLLM's httpx clients).
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def traced_server(tmp_path_factory, upstream):
+    agents_file = tmp_path_factory.mktemp("agents") / "agents.yaml"
+    agents_file.write_text(textwrap.dedent(f"""
+        agents:
+          - name: native
+            model: openai/gpt-4o-mini
+            skills:
+              openai: {{base_url: "{upstream.base_url}", api_key: sk-test, max_retries: 0}}
+          - name: routed
+            model: litellm/openai/fake-model
+            skills:
+              litellm: {{api_base: "{upstream.base_url}", api_key: sk-test}}
+    """))
+    server = Served([str(agents_file)], env={"OTEL_TRACES_EXPORTER": "none", "OTEL_SERVICE_NAME": "robutler-test",
+                                             "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("agent", ["native", "routed"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_incoming_trace_continues_into_the_model_call(traced_server, upstream, agent, stream):
+    upstream.requests.clear()
+    upstream.enqueue_completion({"role": "assistant", "content": "hello"})
+    answer = httpx.post(
+        f"{traced_server.url}/{agent}/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "stream": stream},
+        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    (received,) = upstream.requests
+    version, trace_id, parent_id, flags = received.headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "01")  # the caller's trace, sampled
+    assert parent_id != PARENT_ID  # a span of the server's (the HTTP client call), not the caller's
+
+
+def test_without_an_incoming_trace_the_model_call_starts_from_the_servers_span(traced_server, upstream):
+    upstream.requests.clear()
+    upstream.enqueue_completion({"role": "assistant", "content": "hello"})
+    assert httpx.post(f"{traced_server.url}/native/chat/completions",
+                      json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30).status_code == 200
+    (received,) = upstream.requests
+    _, trace_id, _, _ = received.headers["traceparent"].split("-")
+    assert trace_id != TRACE_ID and int(trace_id, 16) != 0
+
+
+def test_the_otel_extra_declares_the_http_client_instrumentations():
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    otel = {Requirement(r).name for r in requires("robutler-server")
+            if Requirement(r).marker and Requirement(r).marker.evaluate({"extra": "otel"})}
+    assert {"opentelemetry-instrumentation-httpx", "opentelemetry-instrumentation-aiohttp-client"} <= otel, otel

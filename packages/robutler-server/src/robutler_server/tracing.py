@@ -6,14 +6,20 @@ Spans (``gen_ai.*`` attributes as the GenAI semantic conventions name them):
 - one per agent request: ``invoke_agent {agent}`` (kind SERVER; ``gen_ai.operation.name =
   "invoke_agent"``, ``gen_ai.agent.name``, ``http.request.method``, ``url.path``,
   ``http.response.status_code``), continuing the request's W3C ``traceparent`` (and
-  ``tracestate``) and current while the request runs, so an instrumented client (e.g.
-  ``opentelemetry-instrumentation-httpx``) passes it on to outgoing calls;
+  ``tracestate``) and current while the request runs;
 - one per model call: ``chat {model}`` (``gen_ai.operation.name = "chat"``,
   ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
   ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``), from the end of the
   previous tool calls (or the request's start) to the start of the next ones (or the request's end);
 - one per server-side tool call: ``execute_tool {tool}`` (``gen_ai.operation.name =
   "execute_tool"``, ``gen_ai.tool.name``, ``gen_ai.tool.call.id``, ``error.type`` on failure).
+
+Outgoing calls carry the trace on: under ``robutler serve`` with the extra, the HTTP clients
+of the process (httpx and httpx2: the ``openai`` and ``anthropic`` SDKs, the platform's and the
+MCP skill's clients; aiohttp: LiteLLM's default transport) send the current span's W3C
+``traceparent`` and record an HTTP client span (:func:`propagate_to_http_clients`,
+OpenTelemetry's instrumentations). An embedding application decides that itself: the call
+patches those libraries process-wide.
 
 ``robutler serve`` configures the SDK from the standard ``OTEL_*`` variables
 (:func:`configure_from_environment`); an embedding application passes its own
@@ -22,6 +28,8 @@ Spans (``gen_ai.*`` attributes as the GenAI semantic conventions name them):
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any
@@ -56,21 +64,57 @@ def tracing_for(tracer_provider: Any = None) -> Tracing | None:
     return Tracing(tracer_provider)
 
 
+def propagate_to_http_clients(tracer_provider: Any) -> list[str]:
+    """Instrument the HTTP clients that providers and skills use, once per process, with
+    OpenTelemetry's instrumentations (part of the ``otel`` extra): httpx
+    (``opentelemetry-instrumentation-httpx``), httpx2 (the ``openai`` SDK's client from its
+    3.x releases; same package) and aiohttp (LiteLLM's default transport;
+    ``opentelemetry-instrumentation-aiohttp-client``). Their requests then carry the current
+    span's W3C ``traceparent`` and record a client span with ``tracer_provider``; httpx clients
+    made before are covered too, aiohttp sessions only when opened afterwards.
+
+    Returns the names of the libraries instrumented (an instrumentation or library that is not
+    installed is skipped)."""
+    done = []
+    for library, module, name in (
+        ("httpx", "opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+        ("httpx2", "opentelemetry.instrumentation.httpx", "HTTPX2ClientInstrumentor"),
+        ("aiohttp", "opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
+    ):
+        if importlib.util.find_spec(library) is None:
+            continue
+        try:
+            instrumentor = getattr(importlib.import_module(module), name)()
+        except (ImportError, AttributeError):
+            continue
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=tracer_provider)
+        done.append(library)
+    return done
+
+
 def configure_from_environment() -> None:
     """Install the SDK's tracer provider, its resource from ``OTEL_SERVICE_NAME`` /
     ``OTEL_RESOURCE_ATTRIBUTES`` (service name ``robutler`` by default), exporting as
     ``OTEL_TRACES_EXPORTER`` says: ``otlp`` (the default; endpoint and headers from
     ``OTEL_EXPORTER_OTLP_*``, needs ``opentelemetry-exporter-otlp-proto-http``, part of the extra),
-    ``console`` or ``none``. Does nothing when a provider is already installed.
+    ``console`` or ``none``; keeps a provider already installed. Then the HTTP clients pass the
+    trace on (:func:`propagate_to_http_clients`).
 
     Raises ValueError for another exporter name."""
     from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(_provider_from_environment())
+    propagate_to_http_clients(trace.get_tracer_provider())
+
+
+def _provider_from_environment() -> Any:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "robutler"}
     provider = TracerProvider(resource=Resource.create(attributes))
     for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
@@ -83,7 +127,7 @@ def configure_from_environment() -> None:
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif name not in ("none", ""):
             raise ValueError(f"OTEL_TRACES_EXPORTER '{name}' is not supported; use otlp, console or none")
-    trace.set_tracer_provider(provider)
+    return provider
 
 
 class Tracing:
