@@ -184,3 +184,59 @@ async def test_a_parameter_the_model_cannot_honour_is_400_naming_it(client, name
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == name and error["code"] == "unsupported_parameter"
+
+
+_USER = b'"messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize("body", [
+    b"{%s}" % _USER,
+    b'  {%s}\n' % _USER,
+    b'{%s, "max_tokens": 2, "temperature": 1, "seed": -5, "stop": ["a"], "logit_bias": {"1": 5}}' % _USER,
+    b'{%s, "max_tokens": 1.0}' % _USER, b'{%s, "max_tokens": 1e2}' % _USER, b'{%s, "stream": 1}' % _USER,
+    b'{%s, "seed": true}' % _USER, b'{%s, "max_tokens": 100000000000000000000000}' % _USER,
+    b'{%s, "x": NaN, "y": Infinity, "z": 1e400, "w": -0.0, "v": 0.1, "u": 1E5}' % _USER,
+    b'{%s, "x": 123456789012345678901234567890, "y": [1, 2.5, "s", null, true]}' % _USER,
+    b'{%s, "x": {"a": 1, "b": 2, "a": 3}}' % _USER,
+    b'{"messages": [{"role": "user", "content": "a"}], "messages": [{"role": "user", "content": "b"}]}',
+    b'{"messages": [{"role": "user", "content": "a\nb"}]}', b'{"messages": [{"role": "user", "content": "a\x01"}]}',
+    b'{"messages": [{"role": "user", "content": "a\xffb"}]}', b'{"messages": [{"role": "user", "content": "\xc3\xa9"}]}',
+    b"\xef\xbb\xbf{%s}" % _USER, b"{%s} x" % _USER, b'{"messages": [{"role": "user", "content": "a"}]',
+    b"[]", b"1", b'"x"', b"null", b"{}",
+    b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "x"},'
+    b' {"type": "image_url", "image_url": {"url": "http://x"}}]}]}',
+    b'{"messages": [{"role": "user", "content": 5}]}',
+    b'{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "a", "function": {"name": "f",'
+    b' "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "a", "content": "r"}]}',
+    b'{%s, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}' % _USER,
+    b'{%s, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]}' % _USER,
+    b'{%s, "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}}}' % _USER,
+    b'{%s, "tool_choice": {"type": "function", "function": {"name": "f"}}, "metadata": {"k": "v"}}' % _USER,
+    b'{%s, "tool_choice": {"anything": 1}, "n": 1, "model": "m", "stream": true,'
+    b' "stream_options": {"include_usage": true}}' % _USER,
+])
+def test_a_body_is_read_as_json_loads_and_model_validate_read_it(body):
+    """parse_chat_request validates most bodies straight from their bytes: it accepts the
+    same bodies, with the same values, and answers the same errors, as json.loads followed
+    by model_validate (FastAPI's reading)."""
+    import json
+
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    from robutler_server.schemas import parse_chat_request
+
+    def seen(request):
+        return repr(request), request.model_fields_set, repr(request.__pydantic_extra__)
+
+    try:
+        expected = seen(ChatCompletionRequest.model_validate(json.loads(body), from_attributes=True))
+    except (ValueError, ValidationError):  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        expected = None
+    try:
+        got = seen(parse_chat_request(body, "application/json"))
+    except RequestValidationError as exc:
+        assert expected is None, exc.errors()
+        assert exc.errors()[0]["loc"][0] == "body"
+    else:
+        assert got == expected

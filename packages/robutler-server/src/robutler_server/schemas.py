@@ -355,10 +355,23 @@ def parse_chat_request(body: bytes, content_type: str | None) -> ChatCompletionR
     body: an empty body is a missing one, JSON when ``content_type`` is absent,
     ``application/json`` or ``application/*+json``, else the raw bytes (which are not an
     object). Raises ``fastapi.exceptions.RequestValidationError`` (locations under ``body``),
-    which :func:`robutler_server.errors.validation_error` turns into the 400 envelope."""
+    which :func:`robutler_server.errors.validation_error` turns into the 400 envelope.
+
+    A UTF-8 JSON body that cannot hold a lone surrogate is validated straight from its bytes
+    (pydantic-core's parser: ~3 us less than ``json.loads`` and a validation of its objects);
+    when that fails, the body is read again as below, whose errors (and their messages) are
+    the request's. Both readings accept the same bodies with the same values: a body that only
+    ``json.loads`` reads (a UTF-8 byte order mark, ``NaN``...) fails the first and passes the
+    second."""
     data: Any = None
     if body:
-        if _is_json(content_type):
+        json_body = _is_json(content_type)
+        if json_body and _cannot_hold_surrogates(body):
+            try:
+                return ChatCompletionRequest.model_validate_json(body, context=_SURROGATE_FREE)
+            except ValidationError:
+                pass  # read again below, for the error FastAPI's reading gives
+        if json_body:
             try:
                 data = json.loads(body)
             except json.JSONDecodeError as exc:
