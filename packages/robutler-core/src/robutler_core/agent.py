@@ -409,6 +409,12 @@ class Agent:
         to await (that of the plugin manager itself, not one more around it)."""
         return self._pm.dispatch(event, context, **payload)
 
+    def has_hooks(self, event: str) -> bool:
+        """Whether ``event`` has a hook (whatever its scope): without one, :meth:`dispatch`
+        would return the payload's value unchanged, so the request path skips it (no
+        coroutine). Known once per event; adding a skill or a hook makes it be looked at again."""
+        return self._pm.has_hooks(event)
+
     def info(self, auth_scope: str = "all") -> dict[str, Any]:
         """A JSON-ready description for a caller whose scope is ``auth_scope``: ``name``,
         ``object`` ("agent"), ``model``, ``fallbacks``, ``skills``, and only the ``tools``,
@@ -507,7 +513,8 @@ class Agent:
             _current_context.reset(token)
             raise
         try:
-            await self.dispatch("on_connection", context)
+            if self._pm.has_hooks("on_connection"):
+                await self.dispatch("on_connection", context)
             self.check_access(context)
         except BaseException:
             await self.close_connection(context, token)
@@ -522,7 +529,8 @@ class Agent:
         where no cancellation can reach them."""
         try:
             if not self._pm.may_suspend("finalize_connection"):
-                await self.dispatch("finalize_connection", context)
+                if self._pm.has_hooks("finalize_connection"):
+                    await self.dispatch("finalize_connection", context)
                 return
             finalize = asyncio.ensure_future(self.dispatch("finalize_connection", context))
             await wait_cancelled(finalize)

@@ -223,6 +223,16 @@ class LifecyclePluginManager(pluggy.PluginManager):
             self._plans[event] = plan
             return impls
 
+    def has_hooks(self, event: str) -> bool:
+        """Whether ``event`` has any hook (whatever its scope): when not, a caller may skip
+        its :meth:`dispatch`, which would return the payload's value unchanged. Worked out
+        once per event; registering a plugin or a hook makes it be worked out again."""
+        plan = self._plans.get(event)
+        while plan is None:
+            self.hookimpls(event)
+            plan = self._plans.get(event)
+        return bool(plan)
+
     def may_suspend(self, event: str) -> bool:
         """Whether a dispatch of ``event`` may suspend (give the event loop a turn, where a
         cancellation can reach it): some hook is not a plain synchronous function or method.

@@ -82,8 +82,9 @@ class ToolLoop:
             deadline = _Deadline(task)
             handle = asyncio.get_running_loop().call_later(agent.request_timeout, deadline.expire)
             try:
-                for i, message in enumerate(context.messages):
-                    context.messages[i] = await agent.dispatch("on_message", context, message=message)
+                if agent.has_hooks("on_message"):
+                    for i, message in enumerate(context.messages):
+                        context.messages[i] = await agent.dispatch("on_message", context, message=message)
                 context.transcript = list(context.messages)
                 return await self._run_turns(context, emit)
             except asyncio.CancelledError:
@@ -185,7 +186,8 @@ class ToolLoop:
             finish_reason = finish_reason if finish_reason != "tool_calls" else "stop"
             if answer["content"] is None:
                 answer["content"] = ""
-        answer = await agent.dispatch("on_message", context, message=answer)
+        if agent.has_hooks("on_message"):
+            answer = await agent.dispatch("on_message", context, message=answer)
         context.transcript.append(answer)
         if stream is not None:
             await stream.finish(finish_reason, usage)
@@ -460,7 +462,9 @@ class _Stream:
         """Pass a chunk (``delta=None``: the usage-only chunk) through the ``on_chunk`` hooks,
         then to the client unless a hook dropped it."""
         chunk = self._chunk(delta, finish_reason, usage)
-        chunk = await self.context.agent.dispatch("on_chunk", self.context, chunk=chunk)
+        agent = self.context.agent
+        if agent.has_hooks("on_chunk"):
+            chunk = await agent.dispatch("on_chunk", self.context, chunk=chunk)
         if chunk is not DROP:
             self.emit(chunk)
 
