@@ -428,3 +428,31 @@ def test_a_reload_serves_the_new_agents_http_handlers_and_keeps_the_server_setti
         _until(lambda: httpx.get(f"{base}/first/hello").status_code == 404)  # gone with its agent
         assert httpx.get(f"{base}/second/hello").json() == {"greeting": "yo, world"}
     assert len([r for r in caplog.records if "server settings changed" in r.getMessage()]) == 1
+
+
+def test_an_agent_that_left_the_cache_is_freed_after_its_http_handlers_served():
+    import gc
+    import weakref
+
+    made = {}
+
+    class Recording(GreetingTenants):
+        @hookimpl
+        def resolve_agent(self, name):
+            agent = super().resolve_agent(name)
+            if agent is not None:
+                made[name] = weakref.ref(agent)
+            return agent
+
+    app = create_app([Agent("static", model="test")], plugins=plugins_with(Recording()),
+                     server=ServerConfig(agent_cache_size=1))
+    with serve_in_thread(app) as base:
+        assert httpx.get(f"{base}/tenant-a/hello").status_code == 200
+        assert httpx.get(f"{base}/tenant-b/hello").status_code == 200  # tenant-a leaves the cache
+        deadline = time.monotonic() + 10
+        while made["tenant-a"]() is not None:
+            assert time.monotonic() < deadline, "tenant-a is still referenced: " + repr(
+                [type(r).__name__ for r in gc.get_referrers(made["tenant-a"]())])
+            gc.collect()
+            time.sleep(0.05)
+        assert made["tenant-b"]() is not None

@@ -25,6 +25,7 @@ counted; agent descriptions, model lists and handoffs between agents of the serv
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -83,7 +84,7 @@ class Guards:
         self.rate_limiter = RateLimiter(rate_limit_storage(server.rate_limit_storage))
         self.tool_pool = self._new_pool()
         self.in_flight: dict[str, int] = {}
-        self._agents: list[Agent] = []
+        self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()  # not a list: agents come and go (reloads, resolve_agent)
         self._stopped = False
 
     def _new_pool(self) -> ThreadPoolExecutor:
@@ -95,7 +96,7 @@ class Guards:
         if limits is not None:
             self.limits[agent.name] = limits
         agent.tool_executor = self.tool_pool
-        self._agents.append(agent)
+        self._agents.add(agent)
         agent.register_hook("on_connection", self._admit, priority=GUARD_PRIORITY)
         agent.register_hook("finalize_connection", self._release, priority=GUARD_PRIORITY)
 

@@ -26,14 +26,17 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from robutler_core import Agent
 from robutler_core.agent import HttpRoute
-from robutler_core.errors import ConfigurationError
+from robutler_core.errors import ConfigurationError, NotFoundError
 from robutler_core.scopes import scope_admits
 
 _REQUEST = "_robutler_request"
 _MATCHED = "robutler.http_route"
 """Scope key: the agent's route :class:`AgentHttpRoutes` matched."""
 
-_compiled: weakref.WeakKeyDictionary[Agent, list[_AgentRoute]] = weakref.WeakKeyDictionary()
+_ROUTES = "_robutler_server_http_routes"
+"""The attribute of an agent holding its FastAPI routes: they live and go with the agent (the
+agents a ``resolve_agent`` hook finds come and go). Their endpoints refer to the agent and its
+handler weakly, as FastAPI keeps the last 4,096 endpoints it classified."""
 
 
 def mount_http_routes(app: FastAPI, agents: dict[str, Agent], find: Callable[[str], Agent | None]) -> AgentHttpRoutes:
@@ -61,9 +64,10 @@ def agent_routes(agent: Agent) -> list[_AgentRoute]:
     """The FastAPI routes of ``agent.http_routes`` (made once per agent). Raises
     ConfigurationError naming the agent and the handler when a handler's type hints cannot be
     read."""
-    routes = _compiled.get(agent)
+    routes: list[_AgentRoute] | None = agent.__dict__.get(_ROUTES)
     if routes is None:
-        routes = _compiled[agent] = [_AgentRoute(agent, route) for route in agent.http_routes]
+        routes = [_AgentRoute(agent, route) for route in agent.http_routes]
+        setattr(agent, _ROUTES, routes)
     return routes
 
 
@@ -145,10 +149,16 @@ def _endpoint(agent: Agent, route: HttpRoute) -> Any:
         parameters.append(inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request))
     parameters.sort(key=lambda p: p.kind)
 
+    agent_ref, route_ref = weakref.ref(agent), weakref.ref(route)
+    name = agent.name
+
     async def endpoint(**kwargs: Any) -> Any:
         request: Request = kwargs[request_name] if request_name else kwargs.pop(_REQUEST)
-        context = agent.new_context([], None, False, headers=dict(request.headers))
-        return await agent.http_request(route, kwargs, context)
+        served, handler = agent_ref(), route_ref()
+        if served is None or handler is None:  # only through a route kept after its agent went
+            raise NotFoundError(f"agent '{name}' does not exist on this server", code="agent_not_found")
+        context = served.new_context([], None, False, headers=dict(request.headers))
+        return await served.http_request(handler, kwargs, context)
 
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = getattr(route.func, "__name__", "http_handler")
