@@ -240,10 +240,8 @@ async def test_a_full_pool_waits_at_most_the_connect_timeout(postgres_target, mo
 
 
 async def test_connections_come_back_to_the_pool_however_their_block_ends(postgres_target):
-    """The fast paths (no timeout task when a connection is free, no shielded task for a clean
-    release) are the ones taken with the installed asyncpg; a block that fails, is
-    cancelled, or leaves a transaction open gives its connection back all the same."""
-    assert postgres._FAST_POOL  # asyncpg's pool internals are as postgres._Acquire expects
+    """A block that fails, is cancelled, or leaves a transaction open gives its connection
+    back to asyncpg's pool all the same, with the transaction rolled back."""
     db = await connect(postgres_target.dsn, name="test")
     try:
         async def hold_until_cancelled(started: asyncio.Event) -> None:
@@ -269,40 +267,36 @@ async def test_connections_come_back_to_the_pool_however_their_block_ends(postgr
             assert await connection.fetchval("SELECT 1") == 1
         for h in held:
             await h.__aexit__(None, None, None)
-        # all free: idle in asyncpg's pool, or kept by the Database for its next use
-        assert db.pool.get_idle_size() + len(db._parked) == postgres.POOL_MAX_SIZE
-        assert 1 <= len(db._parked) <= postgres.PARKED_MAX
+        assert db.pool.get_idle_size() == postgres.POOL_MAX_SIZE
     finally:
         await db.close()
 
 
-async def test_a_kept_connection_serves_the_next_use_unless_it_was_lost_or_expired(postgres_target):
+async def test_a_connection_lost_or_expired_between_uses_is_never_used_again(postgres_target):
     db = await connect(postgres_target.dsn, name="test")
     try:
         async with db.acquire() as connection:
-            first = await connection.fetchval("SELECT pg_backend_pid()")
-        async with db.acquire() as connection:
-            assert await connection.fetchval("SELECT pg_backend_pid()") == first
-            async with db.acquire() as other:  # a second, while the first is in use
-                second = await other.fetchval("SELECT pg_backend_pid()")
-        assert second != first
-        # the kept connection's server process ends (a restart, an administrator): the next
-        # use gets a working connection
+            lost = await connection.fetchval("SELECT pg_backend_pid()")
+        # its server process ends while the connection is idle in the pool (a restart, an
+        # administrator): every later use gets a working connection, none that one
         admin = await asyncpg.connect(postgres_target.dsn)
         try:
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first) is True
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", lost) is True
         finally:
             await admin.close()
         await asyncio.sleep(0.2)
-        for _ in range(3):
+        for _ in range(postgres.POOL_MAX_SIZE + 1):
             async with db.acquire() as connection:
-                assert await connection.fetchval("SELECT pg_backend_pid()") != first
-        # connections expired (as after a schema change needing new codecs) are not reused
-        async with db.acquire() as connection:
-            kept = await connection.fetchval("SELECT pg_backend_pid()")
+                assert await connection.fetchval("SELECT pg_backend_pid()") != lost
+        # connections expired (as after a schema change needing new codecs) are replaced
+        held = [db.acquire() for _ in range(3)]
+        before = {await c.fetchval("SELECT pg_backend_pid()") for c in [await h.__aenter__() for h in held]}
+        for h in held:
+            await h.__aexit__(None, None, None)
         await db.pool.expire_connections()
-        async with db.acquire() as connection:
-            assert await connection.fetchval("SELECT pg_backend_pid()") != kept
+        for _ in range(postgres.POOL_MAX_SIZE + 1):
+            async with db.acquire() as connection:
+                assert await connection.fetchval("SELECT pg_backend_pid()") not in before
     finally:
         await db.close()
 

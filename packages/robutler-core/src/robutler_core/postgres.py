@@ -27,7 +27,6 @@ statement that may have left session state (see :meth:`Database.acquire`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
@@ -52,9 +51,6 @@ COMMAND_TIMEOUT = 30.0
 """Seconds one statement may take before it is cancelled."""
 POOL_MAX_SIZE = 10
 """Connections of one :class:`Database` (one skill instance) at most."""
-PARKED_MAX = 2
-"""Connections :meth:`Database.acquire` keeps, clean, for its next uses instead of giving them
-back to asyncpg's pool (see :class:`_Acquire`)."""
 
 # One advisory lock for every migration of every namespace: migrations are rare and short.
 _MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"robutler_migrations").digest()[:8], "big", signed=True)
@@ -89,8 +85,10 @@ def _unavailable_error(exc: BaseException, pool: asyncpg.Pool, connection: Any =
         return True
     if connection is None:
         return False
-    con = getattr(connection, "_con", connection)  # the proxy's connection; None once given back
-    return con is None or bool(con.is_closed())
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.exceptions.InterfaceError:  # the pool's proxy of a connection given back
+        return True
 
 
 # Statements that may leave session state behind (a setting, a LISTEN, a session advisory lock,
@@ -154,30 +152,10 @@ async def _reset(connection: _Connection) -> None:
 
 
 class _Acquire:
-    """:meth:`Database.acquire`'s context manager: asyncpg's pool without its event-loop round
-    trips and bookkeeping when nothing needs them (some 30 us of a 0.2 ms query in
-    ``bench_memory``, measured between statements, where the caches are cold).
-
-    - Kept connections: a clean connection (see below) given back while asyncpg's pool still
-      has a free one is kept by the :class:`Database` (up to :data:`PARKED_MAX`) and handed to
-      its next use directly; one that was lost meanwhile (asyncpg detaches it), expired
-      (``pool.expire_connections()``) or is due to be closed goes back to asyncpg instead.
-      Nobody waits for a kept connection: a use takes kept ones first, and none is kept while
-      asyncpg's pool has no free connection (someone may be waiting there). :meth:`Database.close`
-      gives them back first.
-    - Taking a connection from asyncpg's pool: its ``acquire(timeout=...)`` runs the wait in a
-      new task (``wait_for``); when a connection is free there is nothing to wait for, so it is
-      taken without the timeout (opening a new one is bounded by the pool's connect timeout).
-    - Giving it back: asyncpg's ``release`` runs in a shielded task, so that a cancellation
-      cannot interrupt the reset's I/O; a clean connection (no transaction open, no session
-      state, no listeners, not due to be replaced, the block ended without an error) needs no
-      I/O, so it is given back directly. Otherwise asyncpg's own shielded release runs.
-
-    These use asyncpg pool internals (``Pool._queue``, ``PoolConnectionProxy._holder``,
-    ``PoolConnectionHolder.release``, ``_generation``, ``_max_queries``), checked present at
-    import (``_FAST_POOL``), else asyncpg's public calls are used; ``test_postgres`` checks
-    that the fast paths are taken and that connections come back however a block ends.
-    """
+    """:meth:`Database.acquire`'s context manager, on asyncpg's public pool calls only
+    (``pool.acquire(timeout=...)``, ``pool.release(...)``): no reliance on the pool's private
+    state, whose changes in an asyncpg upgrade could hand one connection to two users. A
+    class rather than ``contextlib.asynccontextmanager``: no generator per use."""
 
     __slots__ = ("_database", "_session_state", "_connection")
 
@@ -187,23 +165,9 @@ class _Acquire:
         self._connection: Any = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        database = self._database
-        pool = database.pool
-        parked = database._parked
-        while parked:  # the connection the last clean use kept: no pool round at all
-            connection = parked.pop()
-            if _reusable(pool, connection):
-                if self._session_state:
-                    connection.mark_session_state()
-                self._connection = connection
-                return connection
-            if connection._con is not None:  # expired or due to be closed: asyncpg does it
-                await pool.release(connection, timeout=CONNECT_TIMEOUT)
+        pool = self._database.pool
         try:
-            if _FAST_POOL and not pool._queue.empty():  # a free holder: no wait, no timeout task
-                connection = await pool.acquire()
-            else:
-                connection = await pool.acquire(timeout=CONNECT_TIMEOUT)
+            connection = await pool.acquire(timeout=CONNECT_TIMEOUT)
         except Exception as exc:
             if _unavailable_error(exc, pool):
                 raise self._database.unavailable(exc) from exc
@@ -218,19 +182,10 @@ class _Acquire:
         database = self._database
         unavailable = exc is not None and _unavailable_error(exc, database.pool, connection)
         try:
-            if exc is None and _FAST_POOL and _releases_without_io(database.pool, connection):
-                con = connection._con
-                # parked only while asyncpg's pool has a free connection too (so nobody waits
-                # on it: a waiter gets this one through asyncpg instead)
-                if len(database._parked) < PARKED_MAX and not database.pool._queue.empty() and not (
-                        database._closed or con._listeners or con._log_listeners):
-                    con._pool_release_ctr += 1  # what _on_release does: older handles invalid
-                    database._parked.append(connection)
-                    return
-                con._on_release()
-                await connection._holder.release(None)  # no I/O to bound: no timer either
-            else:
-                await database.pool.release(connection, timeout=CONNECT_TIMEOUT)
+            # asyncpg rolls back an open transaction, runs _reset, and gives the connection
+            # back even when this task is cancelled (a shielded task); bounded by the
+            # acquire's timeout
+            await database.pool.release(connection)
         except Exception as release_exc:
             if _unavailable_error(release_exc, database.pool):
                 raise database.unavailable(release_exc) from release_exc
@@ -238,53 +193,6 @@ class _Acquire:
         if unavailable:
             assert exc is not None
             raise database.unavailable(exc) from exc
-
-
-def _reusable(pool: asyncpg.Pool, proxy: Any) -> bool:
-    """Whether a parked ``proxy`` may serve again: still attached (asyncpg detaches the proxy of
-    a connection that was lost, and takes its holder back), open, of the pool's current
-    generation and not due to be closed."""
-    con = proxy._con
-    return (
-        con is not None
-        and not con.is_closed()
-        and proxy._holder._generation == pool._generation
-        and con._protocol.queries_count < proxy._holder._max_queries
-    )
-
-
-def _releases_without_io(pool: asyncpg.Pool, proxy: Any) -> bool:
-    """Whether asyncpg's release of ``proxy`` does no I/O (so needs no shield): the connection is
-    open, in no transaction, holds no session state (no reset to run), is not due to be closed
-    (``max_queries``, an expired generation) and has no cancellation in flight."""
-    con = proxy._con
-    holder = proxy._holder
-    if con is None or holder is None or con.is_closed():
-        return False
-    protocol = con._protocol
-    return (
-        not con._session_state
-        and not protocol.is_in_transaction()
-        and con._top_xact is None
-        and not protocol._is_cancelling()
-        and protocol.queries_count < holder._max_queries
-        and holder._generation == pool._generation
-    )
-
-
-def _has_fast_pool_internals() -> bool:
-    import asyncpg.pool as asyncpg_pool
-
-    return (
-        "_holder" in getattr(asyncpg_pool.PoolConnectionProxy, "__slots__", ())
-        and callable(getattr(asyncpg_pool.PoolConnectionHolder, "release", None))
-        and {"_max_queries", "_generation"} <= set(getattr(asyncpg_pool.PoolConnectionHolder, "__slots__", ()))
-        and "_queue" in getattr(asyncpg_pool.Pool, "__slots__", ())
-        and hasattr(asyncpg.Connection, "_on_release")
-    )
-
-
-_FAST_POOL = _has_fast_pool_internals()
 
 
 class DatabaseUnavailableError(Exception):
@@ -378,7 +286,6 @@ class Database:
         self.name = name
         self._embedded = embedded
         self._closed = False
-        self._parked: list[Any] = []
 
     @property
     def embedded(self) -> bool:
@@ -456,11 +363,6 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        parked, self._parked = self._parked, []
-        for connection in parked:
-            if connection._con is not None:
-                with contextlib.suppress(Exception):
-                    await self.pool.release(connection, timeout=CONNECT_TIMEOUT)
         try:
             await asyncio.wait_for(self.pool.close(), 10)
         except (asyncio.TimeoutError, Exception):
