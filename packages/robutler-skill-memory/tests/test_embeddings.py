@@ -99,6 +99,28 @@ async def test_one_skill_per_model_initialised_once_and_an_agents_configured_ski
     assert await Embedder(agent=agent).embed(["abcd"], "counting/other") == [[4.0, 7.0]]
 
 
+class Arrays(Counting):
+    """A provider that answers NumPy arrays and tuples instead of lists."""
+
+    model_prefixes = ("arrays",)
+
+    async def embed(self, texts, model=None):
+        import numpy as np
+
+        return [np.array([len(t), 0.5], dtype=np.float32) if i % 2 == 0 else (len(t), 1)
+                for i, t in enumerate(texts)]
+
+
+async def test_vectors_that_are_not_lists_become_lists_of_floats():
+    registry = SkillRegistry()
+    registry.add(Arrays, name="arrays")
+    embedder = Embedder(registry)
+    vectors = await embedder.embed(["ab", "abc"], "arrays/m")
+    assert vectors == [[2.0, 0.5], [3.0, 1.0]]
+    assert all(type(v) is list and all(type(x) is float for x in v) for v in vectors)
+    await embedder.close()
+
+
 async def test_local_is_registered_through_the_entry_point():
     info = installed_skills().llm_for_prefix("local")
     assert info.skill_class is LocalEmbeddingSkill and info.distribution == "robutler-skill-memory"

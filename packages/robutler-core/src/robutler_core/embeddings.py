@@ -64,6 +64,10 @@ class Embedder:
     async def embed(self, texts: list[str], model: str) -> list[list[float]]:
         """One vector (list of floats) per text, in order, from ``model`` (``"provider/model"``).
 
+        A provider's vectors that are lists are returned as they are (not copied: as
+        :meth:`LLMSkill.embed <robutler_core.LLMSkill.embed>` says, a list holds floats); any
+        other sequence (a NumPy array, a tuple) is converted to a list of floats.
+
         Raises ConfigurationError (unknown provider, a provider without embeddings, missing
         key) or the provider's :mod:`robutler_core.errors` (upstream failures); an answer
         with another number of vectors than texts is an UpstreamError
@@ -75,7 +79,7 @@ class Embedder:
         vectors = await skill.embed(list(texts), model=skill.model)
         if len(vectors) != len(texts):
             raise invalid_response(model, f"{len(vectors)} embeddings for {len(texts)} texts")
-        return [list(map(float, v)) for v in vectors]
+        return [v if type(v) is list else list(map(float, v)) for v in vectors]
 
     async def close(self) -> None:
         """Close the skills this embedder created (not an agent's configured ones)."""
