@@ -268,7 +268,9 @@ class LifecyclePluginManager(pluggy.PluginManager):
             if scope is not None and not scope_admits(scope, context.auth_scope):
                 continue  # (an earlier hook of this event may have set auth_scope)
             try:
-                result = await await_me_maybe(function(*[arguments[name] for name in names]))
+                result = function(*[arguments[name] for name in names])
+                if result is not None:  # most hooks are sync and return None: no coroutine then
+                    result = await await_me_maybe(result)
             except Exception:
                 if event not in OBSERVING_EVENTS:
                     raise
