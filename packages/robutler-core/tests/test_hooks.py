@@ -256,3 +256,22 @@ async def test_a_failing_prompt_fails_the_request_unless_it_may_be_skipped(strea
     assert "failed; left out (on_error='skip')" in caplog.text and "no extra today" in caplog.text
     with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
         prompt(on_error="ignore")
+
+
+async def test_a_hook_added_after_requests_without_one_runs_on_the_next_request():
+    """Events with no hook are not dispatched; a hook registered later is (the decision is
+    made again once the agent's hooks change)."""
+    agent = Agent("late", model="test")
+    assert not agent.has_hooks("on_message")
+    first = await agent.run(USER)
+    assert first["choices"][0]["message"]["content"] == 'TestModel received: "hello"'
+    chunks = [chunk async for chunk in agent.run_streaming(USER)]
+    assert chunks and all("shout" not in str(chunk) for chunk in chunks)
+
+    agent.register_hook("on_message", lambda message: {**message, "content": message["content"].upper()})
+    agent.register_hook("on_chunk", lambda chunk: {**chunk, "shout": True})
+    assert agent.has_hooks("on_message") and agent.has_hooks("on_chunk")
+    second = await agent.run(USER)
+    assert second["choices"][0]["message"]["content"] == 'TESTMODEL RECEIVED: "HELLO"'
+    chunks = [chunk async for chunk in agent.run_streaming(USER)]
+    assert chunks and all(chunk["shout"] for chunk in chunks)
