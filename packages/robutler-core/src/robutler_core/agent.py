@@ -508,7 +508,8 @@ class Agent:
         fails, the frame is closed (``finalize_connection`` included) before the error is raised."""
         token = _current_context.set(context)
         try:
-            await self.initialize()
+            if not self._ready or self._loop.own_initialize:  # ready: initialize() would return at once
+                await self.initialize()
         except BaseException:
             _current_context.reset(token)
             raise

@@ -66,6 +66,8 @@ class Context:
             handoff to a local agent.
         answered_by: ``"provider/model"`` of each model call of the request, in order (a
             fallback model shows here when it answered).
+        request_id: ``req_`` and 32 hex digits, unique to the request (``None`` or left out:
+            made from ``os.urandom`` when first read, then the same on every read).
         completion_id: the ``id`` of the ``chat.completion`` being produced.
         usage_records: :class:`UsageRecord` entries added with :meth:`track_usage`.
         transcript: the request's conversation as the tool loop ran it (OpenAI chat
@@ -92,7 +94,7 @@ class Context:
     headers: dict[str, str] = field(default_factory=dict)
     handoff_depth: int = 0
     answered_by: list[str] = field(default_factory=list)
-    request_id: str = field(default_factory=lambda: f"req_{os.urandom(16).hex()}")
+    request_id: str = None  # type: ignore[assignment]  # made on first read: see _request_id
     completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     usage_records: list[UsageRecord] = field(default_factory=list)
@@ -142,14 +144,18 @@ class Context:
         """
         if not usage:
             return None
-        metadata: dict[str, Any] = {"model": model}
-        metadata.update({k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
         details = usage.get("prompt_tokens_details")
-        details = details if isinstance(details, dict) else {}
-        for key in ("cached_tokens", "cache_creation_tokens"):
-            metadata[key] = int(details.get(key) or 0)
-        record = self.track_usage(0, f"model call to {model}", kind="llm", metadata=metadata)
-        record.set_cost_usd(cost_usd)
+        if isinstance(details, dict):
+            cached, created = int(details.get("cached_tokens") or 0), int(details.get("cache_creation_tokens") or 0)
+        else:
+            cached = created = 0
+        metadata = {
+            "model": model, "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"), "total_tokens": usage.get("total_tokens"),
+            "cached_tokens": cached, "cache_creation_tokens": created, "cost_usd": cost_usd,
+        }
+        record = UsageRecord(cost_usd or 0, f"model call to {model}", "llm", metadata)
+        self.usage_records.append(record)
         return record
 
     # -- access ------------------------------------------------------------------------------
@@ -174,3 +180,24 @@ class Context:
     def agent_tools(self) -> list[Any]:
         """The agent's server-side tools that the caller's scope admits."""
         return self.agent.tools_for_scope(self.auth_scope)
+
+
+def _get_request_id(self: Context) -> str:
+    try:
+        return self.__dict__["_request_id"]
+    except KeyError:
+        request_id = self.__dict__["_request_id"] = f"req_{os.urandom(16).hex()}"
+        return request_id
+
+
+def _set_request_id(self: Context, value: str | None) -> None:
+    if value is None:
+        self.__dict__.pop("_request_id", None)
+    else:
+        self.__dict__["_request_id"] = value
+
+
+# Context.request_id: a dataclass field (in the constructor, fields(), repr) whose value is
+# made on first read, so that a request that never reads it (most: robutler-server has the
+# X-Request-ID) spares the os.urandom read.
+Context.request_id = property(_get_request_id, _set_request_id)  # type: ignore[assignment]

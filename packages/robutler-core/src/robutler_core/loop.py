@@ -66,7 +66,13 @@ class ToolLoop:
     """Runs requests for one agent; ``emit`` set means streaming."""
 
     def __init__(self, agent: Agent) -> None:
+        from .agent import Agent
+
         self.agent = agent
+        # Whether the agent's class overrides initialize() or system_prompt(): when not, a
+        # request skips the coroutine of a call whose result is known (ready; no @prompt).
+        self.own_initialize = type(agent).initialize is not Agent.initialize
+        self.own_system_prompt = type(agent).system_prompt is not Agent.system_prompt
 
     async def serve(self, context: Context, emit: Emit | None = None) -> dict[str, Any]:
         """Run the whole request lifecycle with ``context`` as the current Context; returns
@@ -139,11 +145,17 @@ class ToolLoop:
         if agent.llm is None:
             raise ConfigurationError(f"agent '{agent.name}' has no model: set model= or add an LLM skill")
         params = {k: v for k, v in context.params.items() if k not in _LOOP_PARAMS and v is not None}
-        chain = [(llm, _model_params(agent, llm, params)) for llm in [agent.llm, *agent.fallbacks]]
+        if params:
+            chain = [(llm, _model_params(agent, llm, params)) for llm in [agent.llm, *agent.fallbacks]]
+        else:  # what _model_params gives every model for no parameters
+            chain = [(agent.llm, {}), *[(llm, {}) for llm in agent.fallbacks]]
         server_tools = agent.callables_for_scope(context.auth_scope)
-        external = _external_tool_names(context.tools, server_tools)
+        external = _external_tool_names(context.tools, server_tools) if context.tools else set()
         tool_defs = [t.definition() for t in server_tools.values()] + context.tools
-        system = await agent.system_prompt(context)
+        if agent._prompts or self.own_system_prompt:
+            system = await agent.system_prompt(context)
+        else:  # what system_prompt() returns without @prompt methods
+            system = agent.instructions
         messages = ([{"role": "system", "content": system}] if system else []) + context.messages
 
         stream = _Stream(context, emit) if emit is not None else None
