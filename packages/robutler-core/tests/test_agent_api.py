@@ -175,3 +175,40 @@ async def test_a_model_handoff_registered_during_a_request_is_initialised_before
     await agent.run(USER)
     assert "initialize late" in log
     assert model.calls[1][0][-1]["content"] == 'TestModel received: "t"'
+
+
+def test_a_contexts_request_id_is_its_own_and_stays_the_same():
+    from dataclasses import fields
+
+    agent = Agent("a", model="test")
+    first, second = agent.new_context(USER, None, False), agent.new_context(USER, None, False)
+    assert first.request_id.startswith("req_") and len(first.request_id) == 36
+    assert first.request_id == first.request_id != second.request_id
+    assert "request_id" in {f.name for f in fields(first)} and first.request_id in repr(first)
+    given = agent.new_context(USER, None, False)
+    given.request_id = "req_given"
+    assert given.request_id == "req_given"
+    from robutler_core import Context
+
+    assert Context(agent=agent, messages=[], request_id="req_x").request_id == "req_x"
+
+
+async def test_an_agent_subclass_overriding_initialize_or_system_prompt_is_called_every_request():
+    calls = []
+
+    class Custom(Agent):
+        async def initialize(self):
+            calls.append("initialize")
+            await super().initialize()
+
+        async def system_prompt(self, context):
+            calls.append("system_prompt")
+            return "custom system prompt"
+
+    agent = Custom("a", instructions="ignored", model="test")
+    await agent.initialize()
+    calls.clear()
+    for _ in range(2):
+        completion = await agent.run(USER)
+        assert completion["choices"][0]["message"]["content"] == 'TestModel received: "hi"'
+    assert calls == ["initialize", "system_prompt"] * 2
