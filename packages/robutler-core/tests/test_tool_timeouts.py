@@ -130,6 +130,42 @@ async def test_a_request_past_its_deadline_ends_with_504_and_finalize_runs_once(
     assert len(finalized) == 2
 
 
+async def test_concurrent_requests_each_get_their_own_deadline_and_fast_ones_none():
+    """The agent's requests share one timer handle: each still ends at its own deadline,
+    whatever requests came and went before and between them."""
+
+    delay = {"seconds": 0.0}
+
+    @tool(timeout=30)
+    async def slow() -> str:
+        """Takes long (once told to)."""
+        await asyncio.sleep(delay["seconds"])
+        return "done"
+
+    fast_agent = Agent("fast", model="test", request_timeout=0.2)
+    agent = Agent("a", model="test", tools=[slow], request_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    for _ in range(5):  # requests that armed the agent's deadline timer and ended
+        await agent.run([{"role": "user", "content": "hi"}])
+    delay["seconds"] = 30
+
+    async def timed_out_after() -> float:
+        start = loop.time()
+        with pytest.raises(UpstreamTimeoutError):
+            await agent.run([{"role": "user", "content": "go"}])
+        return loop.time() - start
+
+    first = asyncio.create_task(timed_out_after())
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(timed_out_after())
+    for _ in range(20):  # fast requests finish between them
+        await fast_agent.run([{"role": "user", "content": "hi"}])
+    elapsed = await asyncio.gather(first, second)
+    assert all(0.195 <= e < 0.35 for e in elapsed), elapsed
+    await asyncio.sleep(0.25)  # past any deadline the fast requests had: they answered
+    assert (await fast_agent.run([{"role": "user", "content": "hi"}]))["choices"][0]["finish_reason"] == "stop"
+
+
 @pytest.mark.parametrize("bad", [0, -1, "5", True])
 def test_bad_timeouts_are_refused(bad):
     with pytest.raises(TypeError, match="positive number of seconds"):

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .handoffs import Handoff, HandoffResult
 from .hookspecs import DROP, ToolCallBlocked
+from .timers import DelayTimers
 from .tools import Tool, ToolArgumentsError, tool_result_text
 from .wire import ChunkAssembler, add_usage, chat_completion, chat_completion_chunk, empty_usage
 
@@ -73,6 +74,7 @@ class ToolLoop:
         # request skips the coroutine of a call whose result is known (ready; no @prompt).
         self.own_initialize = type(agent).initialize is not Agent.initialize
         self.own_system_prompt = type(agent).system_prompt is not Agent.system_prompt
+        self._timers: DelayTimers | None = None  # the request timeouts' (see serve)
 
     async def serve(self, context: Context, emit: Emit | None = None) -> dict[str, Any]:
         """Run the whole request lifecycle with ``context`` as the current Context; returns
@@ -80,13 +82,15 @@ class ToolLoop:
         agent = self.agent
         token = await agent.open_connection(context)
         try:
-            # The request_timeout: one timer handle that cancels this task (what asyncio.timeout
-            # does, without its context manager's cost on every request).
+            # The request_timeout: a timer that cancels this task (what asyncio.timeout does,
+            # without its context manager's cost), behind the timer handle the agent's requests
+            # on this loop share.
             task = asyncio.current_task()
             assert task is not None
             cancelling = task.cancelling()
             deadline = _Deadline(task)
-            handle = asyncio.get_running_loop().call_later(agent.request_timeout, deadline.expire)
+            timers = self._timers = DelayTimers.for_running_loop(self._timers, agent.request_timeout)
+            timers.arm(deadline, deadline.expire)
             try:
                 if agent.has_hooks("on_message"):
                     for i, message in enumerate(context.messages):
@@ -101,7 +105,7 @@ class ToolLoop:
                     f"{agent.request_timeout:g} s", code="request_timeout",
                 ) from None
             finally:
-                handle.cancel()
+                timers.cancel(deadline)
         finally:
             await agent.close_connection(context, token)
 
