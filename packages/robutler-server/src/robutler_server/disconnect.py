@@ -9,7 +9,8 @@ up (a timeout, a closed tab) cancels the upstream model call; the agent's
 Most requests end in well under a millisecond of work (a cached answer, the test model), and a
 watcher for those would cost more than the request (a task, ``asyncio.wait``, a ``receive``
 per request). So the work runs in the request's own task, and a watcher is armed only for work
-still running after :data:`WATCH_AFTER` seconds (one ``loop.call_later`` handle, cancelled at
+still running after :data:`WATCH_AFTER` seconds (a timer behind the one timer handle that
+the requests on the event loop share, :class:`robutler_core.timers.DelayTimers`, cancelled at
 the end of fast work): a disconnect is noticed at most that much later than it happens.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from robutler_core.timers import DelayTimers
 
 T = TypeVar("T")
 
@@ -62,8 +65,10 @@ async def until_disconnected(request: Any, work: Awaitable[T]) -> T:
     A cancellation from elsewhere (the server's shutdown deadline) propagates as it is."""
     task = asyncio.current_task()
     assert task is not None
+    global _timers
     watch = _Watch(request.receive, task)
-    handle = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.arm)
+    timers = _timers = DelayTimers.for_running_loop(_timers, WATCH_AFTER)
+    timers.arm(watch, watch.arm)
     try:
         result = await work
     except asyncio.CancelledError:
@@ -71,13 +76,17 @@ async def until_disconnected(request: Any, work: Awaitable[T]) -> T:
             raise
         raise _disconnected(request) from None
     finally:
-        handle.cancel()
+        timers.cancel(watch)
         if watch.watcher is not None and not watch.watcher.done():
             watch.watcher.cancel()
     if watch.disconnected:  # the work ended despite the cancellation
         task.uncancel()
         raise _disconnected(request)
     return result
+
+
+_timers: DelayTimers | None = None
+"""The disconnect watches' timers of the loop that last used them (another loop makes its own)."""
 
 
 def _disconnected(request: Any) -> ClientDisconnected:
