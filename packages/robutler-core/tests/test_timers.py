@@ -54,6 +54,21 @@ async def test_a_callback_that_arms_another_or_raises_leaves_the_others_running(
     assert [str(e) for e in errors] == ["boom"]
 
 
+async def test_a_key_armed_again_is_due_after_the_others_and_does_not_hold_them_back():
+    loop = asyncio.get_running_loop()
+    timers = DelayTimers.for_running_loop(None, 0.05)
+    ran = []
+    start = loop.time()
+    timers.arm("a", lambda: ran.append(("a-first", loop.time() - start)))
+    await asyncio.sleep(0.01)
+    timers.arm("b", lambda: ran.append(("b", loop.time() - start)))
+    await asyncio.sleep(0.01)
+    timers.arm("a", lambda: ran.append(("a", loop.time() - start)))  # replaces a's callback, due last
+    await asyncio.sleep(0.1)
+    assert [name for name, _ in ran] == ["b", "a"]
+    assert ran[0][1] < 0.05 + 0.01 + 0.015  # b on time, not held back behind a's new deadline
+
+
 def test_outside_a_running_loop_it_is_an_error():
     with pytest.raises(RuntimeError):
         DelayTimers.for_running_loop(None, 1.0)

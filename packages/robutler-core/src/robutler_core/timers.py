@@ -50,9 +50,13 @@ class DelayTimers:
         return cls(loop, delay)
 
     def arm(self, key: Hashable, callback: Callable[[], Any]) -> None:
-        """Run ``callback()`` ``delay`` seconds from now unless :meth:`cancel` (``key``) comes first."""
+        """Run ``callback()`` ``delay`` seconds from now unless :meth:`cancel` (``key``) comes
+        first; a key armed again replaces its earlier callback and moves to the end."""
         when = self.loop.time() + self.delay
-        self._due[key] = (when, callback)
+        due = self._due
+        if key in due:  # a dict keeps a replaced key in its old place: due order needs the end
+            del due[key]
+        due[key] = (when, callback)
         if self._handle is None:
             self._handle = self.loop.call_at(when, self._fire)
 
