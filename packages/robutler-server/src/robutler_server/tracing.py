@@ -50,7 +50,7 @@ def extra_installed() -> bool:
 def tracing_for(tracer_provider: Any = None) -> Tracing | None:
     """The server's :class:`Tracing`, or ``None`` when no span would be recorded: the extra is
     not installed (OpenTelemetry is then not imported), or no ``tracer_provider`` is given and
-    the global one is still OpenTelemetry's placeholder (no SDK provider installed, as
+    the global one is still OpenTelemetry's default ``ProxyTracerProvider`` (no SDK provider installed, as
     :func:`configure_from_environment` or an embedding application installs one). Decided once
     when the app is made (:func:`robutler_server.create_app`): without tracing a request makes
     no OpenTelemetry call at all, so install the global provider before making the app."""
