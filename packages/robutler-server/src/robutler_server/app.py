@@ -44,7 +44,7 @@ from .metrics import Metrics
 from .observability import Observability
 from .http_routes import mount_http_routes
 from .openapi import install_openapi
-from .plugins import register_routes, server_plugins
+from .plugins import register_routes, served_agents, server_plugins
 from .probes import DEFAULT_RETRY_INTERVAL, Readiness, install_probes
 from .schemas import ChatCompletionRequest, parse_chat_request
 
@@ -141,7 +141,7 @@ def create_app(
     for agent in by_name.values():
         observability.instrument(agent)
     install_openapi(app)
-    mount_http_routes(app, by_name, lambda name: by_name.get(name) or app.state.dynamic_agents.get(name))
+    mount_http_routes(app, by_name, served_agents(app, by_name).get)
     plugin_contexts.extend(register_routes(plugins or server_plugins(), app, by_name))
     dynamic = install_dynamic_agents(
         app, plugins or server_plugins(), by_name, ttl=server.agent_cache_ttl, size=server.agent_cache_size,

@@ -113,20 +113,26 @@ class ServedAgents(Mapping[str, "Agent"]):
         return len(self._served)
 
 
-def register_routes(
-    pm: pluggy.PluginManager, app: FastAPI, agents: Mapping[str, Agent]
-) -> list[contextlib.AbstractAsyncContextManager[Any]]:
-    """Call every plugin's ``register_routes`` in registration order with ``app`` and a
-    :class:`ServedAgents` over ``agents`` (the app's agents by name, which a reload changes in
-    place) and the app's dynamic agents (``app.state.dynamic_agents``, looked up when a name
-    is); returns the context managers they gave. Raises ConfigurationError naming the plugin
-    that failed or returned something other than an async context manager or ``None``."""
+def served_agents(app: FastAPI, agents: Mapping[str, Agent]) -> ServedAgents:
+    """A :class:`ServedAgents` over ``agents`` (the app's agents by name, which a reload changes
+    in place) and the app's dynamic agents (``app.state.dynamic_agents``, once installed,
+    looked up when a name is)."""
 
     def dynamic(name: str) -> Agent | None:
         found = getattr(app.state, "dynamic_agents", None)
         return found.get(name) if found is not None else None
 
-    arguments = {"app": app, "agents": ServedAgents(agents, dynamic)}
+    return ServedAgents(agents, dynamic)
+
+
+def register_routes(
+    pm: pluggy.PluginManager, app: FastAPI, agents: Mapping[str, Agent]
+) -> list[contextlib.AbstractAsyncContextManager[Any]]:
+    """Call every plugin's ``register_routes`` in registration order with ``app`` and
+    :func:`served_agents` of ``app`` and ``agents``; returns the context managers they gave. Raises ConfigurationError naming the plugin
+    that failed or returned something other than an async context manager or ``None``."""
+
+    arguments = {"app": app, "agents": served_agents(app, agents)}
     contexts: list[contextlib.AbstractAsyncContextManager[Any]] = []
     for impl in reversed(with_server_specs(pm).hook.register_routes.get_hookimpls()):
         try:
